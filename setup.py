@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="slm",
+    version="0.1.0",
+    description="Small language models for Japanese clinical and medical text (NCVC-slm-1 reimplementation)",
+    python_requires=">=3.10",
+    packages=find_packages(include=["slm", "slm.*", "tokenizer", "tokenizer.*"]),
+    install_requires=[
+        "torch>=2.5",  # SDPA with enable_gqa
+        "numpy",
+        "safetensors",
+        "tqdm",
+        "pyyaml",
+        "sentencepiece",
+        "fugashi",
+        "unidic-lite",
+    ],
+    extras_require={
+        "deepspeed": ["deepspeed"],
+        "flash": ["flash-attn>=2"],
+        "dev": ["pytest", "transformers>=5"],
+    },
+)

@@ -1,0 +1,201 @@
+"""Hugging Face interop: export SLM to transformers folders, import Llama-family ones.
+
+The report's architecture is a Llama-style decoder with a plain (non-gated)
+SiLU MLP and a sqrt(d_model)-scaled embedding. transformers has it as
+`ArceeForCausalLM` (non-gated MLP with a configurable activation); the gated
+option is `LlamaForCausalLM`. The embedding scale has no transformers
+equivalent, so export folds it into the embedding matrix (exactly the product
+the model computes at run time). Residual dropout has none either: it only acts
+in training, so inference is identical.
+
+Import reads local folders only (config.json + safetensors, sharded or not):
+Llama, Mistral and Arcee model types, including Llama-3 rope scaling and tied
+embeddings, which is how clinical continued-pretraining work starts from an
+open model. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from slm.checkpoint import atomic_write, build_model, model_tensors
+from slm.config import ConfigError, ModelConfig
+from slm.model import SLM
+
+# Our activation names <-> transformers' ACT2FN names.
+_ACT_TO_HF = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu2": "relu2"}
+_ACT_FROM_HF = {**{v: k for k, v in _ACT_TO_HF.items()}, "swish": "silu"}
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee")
+
+# Our parameter names <-> transformers' (Llama layout); the rest of each name is shared.
+_RENAMES = [
+    (r"^embed\.", "model.embed_tokens."),
+    (r"^norm\.", "model.norm."),
+    (r"^layers\.(\d+)\.attn_norm\.", r"model.layers.\1.input_layernorm."),
+    (r"^layers\.(\d+)\.mlp_norm\.", r"model.layers.\1.post_attention_layernorm."),
+    (r"^layers\.(\d+)\.attn\.", r"model.layers.\1.self_attn."),
+    (r"^layers\.(\d+)\.mlp\.", r"model.layers.\1.mlp."),
+]
+_RENAMES_BACK = [
+    (r"^model\.embed_tokens\.", "embed."),
+    (r"^model\.norm\.", "norm."),
+    (r"^model\.layers\.(\d+)\.input_layernorm\.", r"layers.\1.attn_norm."),
+    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.", r"layers.\1.mlp_norm."),
+    (r"^model\.layers\.(\d+)\.self_attn\.", r"layers.\1.attn."),
+    (r"^model\.layers\.(\d+)\.mlp\.", r"layers.\1.mlp."),
+]
+
+
+def _rename(name: str, rules) -> str:
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, name)
+        if n:
+            return new
+    return name
+
+
+def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
+    """The transformers config.json for an SLM config (Arcee when plain MLP, Llama when gated)."""
+    if config.mlp_gated and config.mlp_act != "silu":
+        raise ConfigError(f"a gated MLP exports as Llama (SwiGLU), which needs mlp_act='silu', not {config.mlp_act!r}")
+    arch, model_type = ("LlamaForCausalLM", "llama") if config.mlp_gated else ("ArceeForCausalLM", "arcee")
+    rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    if config.rope_scaling is not None:
+        rope = {**config.rope_scaling, "rope_theta": config.rope_theta}
+    return {
+        "architectures": [arch],
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.d_mlp,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.dim_head,
+        "hidden_act": _ACT_TO_HF[config.mlp_act],
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_parameters": rope,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": config.attn_dropout,
+        "initializer_range": config.std,
+        # A scaled embedding cannot be shared with the head once the scale is folded in.
+        "tie_word_embeddings": config.tie_embeddings and not config.scale_embeddings,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "dtype": str(dtype).removeprefix("torch."),
+        "use_cache": True,
+    }
+
+
+def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it."""
+    config = model.config
+    tensors = model_tensors(model)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    out_dtype = tensors["embed.weight"].dtype
+    if config.scale_embeddings:
+        if config.tie_embeddings:
+            tensors["lm_head.weight"] = tensors["embed.weight"]
+        # The same multiplication the forward pass does, so logits stay bit-identical.
+        tensors["embed.weight"] = tensors["embed.weight"] * math.sqrt(config.d_model)
+    hf_tensors = {_rename(k, _RENAMES): v.contiguous() for k, v in tensors.items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "model.safetensors", lambda p: save_file(hf_tensors, p, metadata={"format": "pt"}))
+    text = json.dumps(hf_config(config, out_dtype), indent=2) + "\n"
+    atomic_write(directory / "config.json", lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"{directory}: no model.safetensors or model.safetensors.index.json")
+    tensors = {}
+    for f in files:
+        tensors.update(load_file(directory / f))
+    return tensors
+
+
+def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelConfig:
+    """Translate a transformers Llama/Mistral/Arcee config dict into a ModelConfig."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"{source}: model_type {model_type!r} is not supported; supported: {list(SUPPORTED_MODEL_TYPES)}")
+    for key in ("attention_bias", "mlp_bias"):
+        if hf.get(key):
+            raise ConfigError(f"{source}: {key}=true, but SLM has no biases")
+    act = hf.get("hidden_act", "silu")
+    if act not in _ACT_FROM_HF:
+        raise ConfigError(f"{source}: hidden_act {act!r} is not supported; supported: {sorted(_ACT_FROM_HF)}")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "llama3"):
+        raise ConfigError(f"{source}: rope type {rope_type!r} is not supported; supported: ['default', 'llama3']")
+    max_len = hf.get("max_position_embeddings", 2048)
+    window = hf.get("sliding_window")
+    if window is not None and window < max_len:
+        # Within one window, sliding-window attention is ordinary causal attention.
+        warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}")
+        max_len = window
+    d, h = hf["hidden_size"], hf["num_attention_heads"]
+    head_dim = hf.get("head_dim")
+    fields = dict(
+        vocab_size=hf["vocab_size"],
+        max_seq_len=max_len,
+        d_model=d,
+        n_layers=hf["num_hidden_layers"],
+        n_heads=h,
+        n_kv_heads=hf.get("num_key_value_heads") or h,
+        head_dim=head_dim if head_dim not in (None, d // h) else None,
+        d_mlp=hf["intermediate_size"],
+        mlp_act=_ACT_FROM_HF[act],
+        mlp_gated=model_type != "arcee",
+        rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
+        rope_scaling={k: v for k, v in rope.items() if k != "rope_theta"} if rope_type == "llama3" else None,
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        attn_dropout=hf.get("attention_dropout", 0.0),
+        resid_dropout=0.0,  # transformers' Llama family has none
+        scale_embeddings=False,
+        tie_embeddings=hf.get("tie_word_embeddings", False),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=hf.get("eos_token_id"),
+        pad_token_id=hf.get("pad_token_id"),
+    )
+    return ModelConfig.from_dict({**fields, **overrides}, source=source)
+
+
+def load(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
+    """Import a local transformers folder (Llama, Mistral, Arcee) as an SLM.
+
+    `overrides` change ModelConfig fields of the result, e.g. `resid_dropout=0.1`
+    to continue pretraining with the report's dropout.
+    """
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a transformers model folder: config.json is missing")
+    config = config_from_hf(json.loads(config_path.read_text(encoding="utf-8")), str(config_path), **overrides)
+    tensors = {}
+    for name, t in _read_safetensors(directory).items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue  # a buffer some older checkpoints saved; recomputed from the config
+        if name == "lm_head.weight" and config.tie_embeddings:
+            continue  # some tied checkpoints still store the head; the embedding is used
+        tensors[_rename(name, _RENAMES_BACK)] = t
+    return build_model(config, tensors, str(directory), device=device, dtype=dtype)

@@ -1,0 +1,390 @@
+"""The slm decoder (report §2.3), readable top to bottom.
+
+Pre-norm transformer: token embedding (scaled by sqrt(d_model)) -> n_layers x
+[RMSNorm -> grouped-query attention with RoPE -> dropout -> residual add,
+ RMSNorm -> MLP -> dropout -> residual add] -> RMSNorm -> untied LM head.
+No biases anywhere. Every weight's initialisation lives in `SLM.init_weights`.
+
+The model holds no parallelism, no checkpoint I/O and no data logic: DDP,
+DeepSpeed, torch.compile, activation checkpointing and saving wrap it from
+outside (slm.train, slm.checkpoint). It depends on torch only.
+
+Conventions (the same as Hugging Face transformers, so users moving between
+the two are not surprised):
+- `labels` are aligned with `input_ids`; the model shifts them, so position t
+  is scored on predicting labels[t + 1]. -100 marks positions without loss.
+- `attention_mask` is the padding mask, 1 for real tokens and 0 for padding,
+  and covers the cached tokens plus the new ones when a KV cache is used.
+- RoPE rotates the two halves of each head (`rotate_half`), so Llama-family
+  weights copy over without permutation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slm.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in float32 and cast back before the weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+
+
+# ---------------------------------------------------------------- rotary embedding
+
+
+def rope_inv_freq(config: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+    """Inverse frequencies theta^(-2i/d); with Llama-3 scaling when the config asks for it.
+
+    Computed on the fly rather than stored as a buffer, so `model.to(bfloat16)`
+    can never round them.
+    """
+    hd = config.dim_head
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float, device=device) / hd))
+    rs = config.rope_scaling
+    if rs is None:
+        return inv_freq
+    # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between.
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old_len = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+    return torch.where(is_medium, blended, scaled)
+
+
+def rope_cos_sin(config: ModelConfig, position_ids: torch.Tensor, dtype: torch.dtype):
+    """cos and sin of shape (B, 1, T, head_dim) for the given positions, computed in float32."""
+    inv_freq = rope_inv_freq(config, position_ids.device)
+    freqs = position_ids[..., None].float() * inv_freq  # (B, T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+# ---------------------------------------------------------------- KV cache
+
+
+class KVCache:
+    """Preallocated keys and values for incremental decoding.
+
+    Shape per layer (B, n_kv_heads, max_len, head_dim). `pos` counts the
+    positions already written; every row shares it (prompts of different
+    lengths are left-padded and the padding is masked).
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=None):
+        shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.dim_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys/values at `pos` and return all keys/values so far."""
+        end = self.pos + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache of length {self.max_len} cannot hold {end} positions")
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the given batch rows (to drop finished sequences)."""
+        self.k = self.k[:, rows]
+        self.v = self.v[:, rows]
+
+
+# ---------------------------------------------------------------- attention
+
+
+_flash_attn_func = None
+
+
+def _flash_attn():
+    """flash-attn 2's kernel, imported on first use on CUDA only (an optional extra)."""
+    global _flash_attn_func
+    if _flash_attn_func is None:
+        try:
+            from flash_attn import flash_attn_func
+        except ImportError:
+            flash_attn_func = False
+        _flash_attn_func = flash_attn_func
+    return _flash_attn_func or None
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.config = config
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.dim_head
+        d = config.d_model
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer, k, v)
+        dropout = self.config.attn_dropout if self.training else 0.0
+
+        flash = self._use_flash(q, mask)
+        if flash is not None:  # flash-attn takes (B, T, H, D) and handles GQA itself
+            y = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, causal=is_causal)
+            return self.o_proj(y.reshape(B, T, -1))
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal, enable_gqa=True)
+        else:
+            # With a mask, SDPA's GQA path falls back to the slow math kernel on CUDA,
+            # so the KV heads are expanded to match the query heads instead.
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def _use_flash(self, q: torch.Tensor, mask):
+        """flash-attn 2 where it applies (CUDA, bf16/fp16, plain causal or one-token decode); else None."""
+        backend = self.config.attn_backend
+        if backend == "sdpa":
+            return None
+        flash = _flash_attn() if q.is_cuda else None
+        if backend == "flash" and flash is None:
+            raise RuntimeError("attn_backend='flash' needs CUDA and flash-attn (pip install -e '.[flash]')")
+        if mask is not None or q.dtype not in (torch.float16, torch.bfloat16):
+            return None
+        return flash
+
+
+# ---------------------------------------------------------------- MLP and block
+
+
+_ACTIVATIONS = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu2": lambda x: F.relu(x).square(),
+}
+
+
+class MLP(nn.Module):
+    """down(act(up(x))) as in the report; down(act(gate(x)) * up(x)) when gated (SwiGLU)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.act = _ACTIVATIONS[config.mlp_act]
+        self.gate_proj = nn.Linear(config.d_model, config.d_mlp, bias=False) if config.mlp_gated else None
+        self.up_proj = nn.Linear(config.d_model, config.d_mlp, bias=False)
+        self.down_proj = nn.Linear(config.d_mlp, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is None:
+            return self.down_proj(self.act(self.up_proj(x)))
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config, layer)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.resid_dropout)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+# ---------------------------------------------------------------- the model
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+
+
+def doc_position_ids(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 wherever doc_ids changes along a packed row."""
+    T = doc_ids.shape[-1]
+    idx = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
+    return idx - torch.where(starts, idx, 0).cummax(dim=-1).values
+
+
+class SLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Every weight's initialisation, in one place (report §2.3).
+
+        - embedding and the q/k/v, MLP up/gate projections: N(0, sigma), sigma = sqrt(2 / (5 d))
+          (about 0.014 at d = 2048; `config.init_std` overrides it);
+        - the attention output and MLP down projections, which write into the
+          residual stream: N(0, sigma / sqrt(2 n_layers)), so the residual's
+          variance does not grow with depth;
+        - the untied LM head: Xavier normal, std = sqrt(2 / (d + vocab));
+        - RMSNorm weights: 1.
+        """
+        sigma = self.config.std
+        out_sigma = sigma / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name == "lm_head.weight":
+                nn.init.xavier_normal_(p)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, out_sigma)
+            else:
+                nn.init.normal_(p, 0.0, sigma)
+
+    def num_params(self, embeddings: bool = True) -> int:
+        """Parameter count; `embeddings=False` leaves out the token embedding (a lookup, not a matmul)."""
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings and not self.config.tie_embeddings:
+            n -= self.embed.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward = 3 x forward), for MFU.
+
+        PaLM's convention (Chowdhery et al. 2022, appendix B): 6 N for the
+        matmul weights (everything but the embedding lookup, LM head included)
+        plus 12 * n_layers * n_heads * head_dim * seq_len for attention scores
+        and values, counted over the full sequence (no discount for causality).
+        """
+        c = self.config
+        T = seq_len or c.max_seq_len
+        return 6 * self.num_params(embeddings=False) + 12 * c.n_layers * c.n_heads * c.dim_head * T
+
+    def _mask(self, B, T, offset, attention_mask, doc_ids, device):
+        """The boolean attention mask (B, 1, T, S), or None with a flag for plain causal attention."""
+        S = offset + T
+        if attention_mask is None and doc_ids is None:
+            if offset == 0:
+                return None, True  # plain causal: SDPA's is_causal, the fast path
+            if T == 1:
+                return None, False  # one new token attends to everything cached
+        q_pos = torch.arange(offset, S, device=device)
+        k_pos = torch.arange(S, device=device)
+        mask = (k_pos[None, :] <= q_pos[:, None]).expand(B, 1, T, S)
+        if attention_mask is not None:
+            if attention_mask.shape != (B, S):
+                raise ValueError(f"attention_mask must have shape {(B, S)} (cached + new tokens), got {tuple(attention_mask.shape)}")
+            # Padding keys are hidden; a token may always see itself so padding rows stay finite.
+            mask = mask & (attention_mask[:, None, None, :].bool() | (k_pos[None, :] == q_pos[:, None]))
+        if doc_ids is not None:
+            mask = mask & (doc_ids[:, None, :, None] == doc_ids[:, None, None, :])
+        return mask, False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> ModelOutput:
+        """Logits (B, T, vocab) and, with labels, the mean next-token cross-entropy.
+
+        - doc_ids (B, T): opt-in document masking for packed rows (our addition; the
+          report packs plainly). Tokens attend only within their document, and
+          unless position_ids are given, positions restart at each document.
+        - attention_mask (B, cached + T): padding mask; positions then count real tokens only.
+        - kv_cache: keys/values are appended to it; the caller advances it.
+        """
+        B, T = input_ids.shape
+        offset = kv_cache.pos if kv_cache is not None else 0
+        if doc_ids is not None and kv_cache is not None:
+            raise ValueError("doc_ids (document masking) is for training on packed rows, not with a KV cache")
+        if offset + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {offset + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        if position_ids is None:
+            if doc_ids is not None:
+                position_ids = doc_position_ids(doc_ids)
+            elif attention_mask is not None:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, offset:]
+            else:
+                position_ids = torch.arange(offset, offset + T, device=input_ids.device).expand(B, T)
+
+        x = self.embed(input_ids)
+        if self.config.scale_embeddings:
+            x = x * math.sqrt(self.config.d_model)
+        cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)
+        mask, is_causal = self._mask(B, T, offset, attention_mask, doc_ids, input_ids.device)
+        for block in self.layers:
+            x = block(x, cos, sin, mask, is_causal, kv_cache)
+        logits = self.lm_head(self.norm(x))
+
+        loss = None
+        if labels is not None:
+            # Sum over scored positions / their count; 0 (with a gradient) when none are scored.
+            target = labels[:, 1:].reshape(-1)
+            total = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target, ignore_index=-100, reduction="sum"
+            )
+            loss = total / (target != -100).sum().clamp(min=1)
+        return ModelOutput(logits=logits, loss=loss)
+
+    # Persistence and generation live in their own modules; these are the entry points.
+
+    def save_pretrained(self, directory) -> None:
+        from slm.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, device=None, dtype=None) -> SLM:
+        from slm.checkpoint import load_pretrained
+
+        return load_pretrained(directory, device=device, dtype=dtype)
+
+    def generate(self, input_ids, **kwargs) -> torch.Tensor:
+        from slm.generate import generate
+
+        return generate(self, input_ids, **kwargs)

@@ -1,0 +1,104 @@
+"""Parity with Hugging Face transformers' implementations of the same architecture."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import small_config, small_model
+from slm import hf
+from slm.config import ConfigError
+from slm.generate import left_pad
+
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = [[5, 17, 99, 23, 4, 8, 61], [42, 7], [3, 200, 11, 12]]
+
+
+def hf_model(path):
+    return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("gated, arch", [(False, "ArceeForCausalLM"), (True, "LlamaForCausalLM")])
+def test_exported_model_gives_the_same_logits_loss_and_greedy_tokens(tmp_path, gated, arch):
+    model = small_model(mlp_gated=gated)
+    hf.export(model, tmp_path)
+    ref = hf_model(tmp_path)
+    assert type(ref).__name__ == arch
+
+    ids = torch.randint(2, 256, (3, 20))
+    ours, theirs = model(ids, labels=ids), ref(ids, labels=ids)
+    assert (ours.logits - theirs.logits).abs().max().item() < 1e-4
+    assert ours.loss.item() == pytest.approx(theirs.loss.item(), abs=1e-5)
+
+    ids, mask = left_pad(PROMPTS, 0)
+    assert (model(ids, attention_mask=mask).logits - ref(ids, attention_mask=mask).logits)[mask.bool()].abs().max() < 1e-4
+    ours = model.generate(ids, attention_mask=mask, max_new_tokens=20, eos_token_id=1, pad_token_id=0)
+    theirs = ref.generate(ids, attention_mask=mask, max_new_tokens=20, do_sample=False, eos_token_id=1, pad_token_id=0)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_export_then_load_is_exact(tmp_path, tied):
+    model = small_model(tie_embeddings=tied)
+    hf.export(model, tmp_path)
+    back = hf.load(tmp_path)
+    assert not back.config.scale_embeddings  # the scale now lives in the embedding matrix
+    torch.testing.assert_close(back.embed.weight, model.embed.weight * math.sqrt(64), rtol=0, atol=0)
+    for name, p in model.state_dict().items():
+        if name != "embed.weight":
+            assert torch.equal(p, back.state_dict()[name]), name
+    ids = torch.randint(0, 256, (2, 16))
+    assert torch.equal(model(ids).logits, back(ids).logits)
+
+
+def test_export_in_bf16(tmp_path):
+    hf.export(small_model(), tmp_path, dtype=torch.bfloat16)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    assert hf.load(tmp_path).embed.weight.dtype == torch.bfloat16
+
+
+def test_import_llama_with_rope_scaling_tied_embeddings_and_shards(tmp_path):
+    config = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=128, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+    )
+    torch.manual_seed(0)
+    ref = transformers.LlamaForCausalLM(config).eval()
+    ref.save_pretrained(tmp_path, max_shard_size="50KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    model = hf.load(tmp_path)
+    assert model.config.rope_scaling["rope_type"] == "llama3" and model.config.tie_embeddings
+    ids = torch.randint(0, 256, (2, 100))  # longer than the original 16 positions: scaling matters
+    assert (model(ids).logits - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_import_mistral_with_sliding_window(tmp_path):
+    config = transformers.MistralConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, sliding_window=64, head_dim=32,
+    )
+    ref = transformers.MistralForCausalLM(config).eval()
+    ref.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="sliding_window=64"):
+        model = hf.load(tmp_path, resid_dropout=0.1)
+    assert (model.config.max_seq_len, model.config.dim_head, model.config.resid_dropout) == (64, 32, 0.1)
+    ids = torch.randint(0, 256, (2, 64))
+    assert (model(ids).logits - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_unsupported_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ConfigError, match="model_type 'gpt2' is not supported"):
+        hf.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "attention_bias": True}))
+    with pytest.raises(ConfigError, match="attention_bias=true"):
+        hf.load(tmp_path)
+
+
+def test_gated_export_needs_silu(tmp_path):
+    with pytest.raises(ConfigError, match="needs mlp_act='silu'"):
+        hf.export(small_model(mlp_gated=True, mlp_act="gelu"), tmp_path)

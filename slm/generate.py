@@ -120,10 +120,10 @@ def generate(
         for _ in range(max_new_tokens):
             mask = attention_mask if padded else None
             if cache is not None:
-                logits = model(step_ids, attention_mask=mask, kv_cache=cache).logits[:, -1].float()
+                logits = model(step_ids, attention_mask=mask, kv_cache=cache, logits_to_keep=1).logits[:, -1].float()
                 cache.advance(step_ids.shape[1])
             else:
-                logits = model(out, attention_mask=mask).logits[:, -1].float()
+                logits = model(out, attention_mask=mask, logits_to_keep=1).logits[:, -1].float()
             if seen is not None:
                 logits = _apply_repetition_penalty(logits, seen, repetition_penalty)
             if do_sample:

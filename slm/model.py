@@ -329,6 +329,7 @@ class SLM(nn.Module):
         doc_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """Logits (B, T, vocab) and, with labels, the mean next-token cross-entropy.
 
@@ -337,6 +338,8 @@ class SLM(nn.Module):
           unless position_ids are given, positions restart at each document.
         - attention_mask (B, cached + T): padding mask; positions then count real tokens only.
         - kv_cache: keys/values are appended to it; the caller advances it.
+        - logits_to_keep: if > 0, compute logits for the last n positions only (generation
+          needs one; the LM head over a whole prompt is wasted work). Not with labels.
         """
         B, T = input_ids.shape
         offset = kv_cache.pos if kv_cache is not None else 0
@@ -359,15 +362,19 @@ class SLM(nn.Module):
         mask, is_causal = self._mask(B, T, offset, attention_mask, doc_ids, input_ids.device)
         for block in self.layers:
             x = block(x, cos, sin, mask, is_causal, kv_cache)
+        if logits_to_keep > 0:
+            if labels is not None:
+                raise ValueError("logits_to_keep cannot be combined with labels (the loss needs every position)")
+            x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.norm(x))
 
         loss = None
         if labels is not None:
+            # Shift the labels rather than slicing the logits: the (B, T, vocab) logits stay one
+            # contiguous block, with no copy in the forward and no zero-filled slice gradient.
+            target = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
+            total = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), target, ignore_index=-100, reduction="sum")
             # Sum over scored positions / their count; 0 (with a gradient) when none are scored.
-            target = labels[:, 1:].reshape(-1)
-            total = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target, ignore_index=-100, reduction="sum"
-            )
             loss = total / (target != -100).sum().clamp(min=1)
         return ModelOutput(logits=logits, loss=loss)
 

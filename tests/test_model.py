@@ -182,3 +182,22 @@ def test_model_module_needs_only_torch():
         "bad = {'fugashi', 'sentencepiece', 'transformers', 'deepspeed'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_logits_to_keep_computes_only_the_last_positions():
+    model = small_model()
+    ids = torch.randint(0, 256, (2, 10))
+    torch.testing.assert_close(model(ids, logits_to_keep=1).logits, model(ids).logits[:, -1:])
+    with pytest.raises(ValueError, match="cannot be combined with labels"):
+        model(ids, labels=ids, logits_to_keep=1)
+
+
+def test_bf16_forward_stays_close_to_float32():
+    model = small_model()
+    ids = torch.randint(0, 256, (1, 8))
+    ref = model(ids).logits
+    low = SLM(model.config).eval()
+    low.load_state_dict(model.state_dict())
+    out = low.to(torch.bfloat16)(ids).logits
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max().item() < 0.1 * ref.abs().max().item()

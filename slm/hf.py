@@ -34,30 +34,24 @@ _ACT_TO_HF = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", 
 _ACT_FROM_HF = {**{v: k for k, v in _ACT_TO_HF.items()}, "swish": "silu"}
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee")
 
-# Our parameter names <-> transformers' (Llama layout); the rest of each name is shared.
-_RENAMES = [
-    (r"^embed\.", "model.embed_tokens."),
-    (r"^norm\.", "model.norm."),
-    (r"^layers\.(\d+)\.attn_norm\.", r"model.layers.\1.input_layernorm."),
-    (r"^layers\.(\d+)\.mlp_norm\.", r"model.layers.\1.post_attention_layernorm."),
-    (r"^layers\.(\d+)\.attn\.", r"model.layers.\1.self_attn."),
-    (r"^layers\.(\d+)\.mlp\.", r"model.layers.\1.mlp."),
-]
-_RENAMES_BACK = [
-    (r"^model\.embed_tokens\.", "embed."),
-    (r"^model\.norm\.", "norm."),
-    (r"^model\.layers\.(\d+)\.input_layernorm\.", r"layers.\1.attn_norm."),
-    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.", r"layers.\1.mlp_norm."),
-    (r"^model\.layers\.(\d+)\.self_attn\.", r"layers.\1.attn."),
-    (r"^model\.layers\.(\d+)\.mlp\.", r"layers.\1.mlp."),
+# Our parameter names <-> transformers' (Llama layout); {} is the layer index and the
+# rest of each name (q_proj.weight, ...) is shared.
+_NAMES = [
+    ("embed.", "model.embed_tokens."),
+    ("norm.", "model.norm."),
+    ("layers.{}.attn_norm.", "model.layers.{}.input_layernorm."),
+    ("layers.{}.mlp_norm.", "model.layers.{}.post_attention_layernorm."),
+    ("layers.{}.attn.", "model.layers.{}.self_attn."),
+    ("layers.{}.mlp.", "model.layers.{}.mlp."),
 ]
 
 
-def _rename(name: str, rules) -> str:
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, name)
-        if n:
-            return new
+def _rename(name: str, to_hf: bool) -> str:
+    for ours, theirs in _NAMES:
+        src, dst = (ours, theirs) if to_hf else (theirs, ours)
+        m = re.match(re.escape(src).replace(r"\{\}", r"(\d+)"), name)
+        if m:
+            return dst.format(*m.groups()) + name[m.end() :]
     return name
 
 
@@ -110,7 +104,7 @@ def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) 
             tensors["lm_head.weight"] = tensors["embed.weight"]
         # The same multiplication the forward pass does, so logits stay bit-identical.
         tensors["embed.weight"] = tensors["embed.weight"] * math.sqrt(config.d_model)
-    hf_tensors = {_rename(k, _RENAMES): v.contiguous() for k, v in tensors.items()}
+    hf_tensors = {_rename(k, to_hf=True): v.contiguous() for k, v in tensors.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / "model.safetensors", lambda p: save_file(hf_tensors, p, metadata={"format": "pt"}))
@@ -197,5 +191,5 @@ def load(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
             continue  # a buffer some older checkpoints saved; recomputed from the config
         if name == "lm_head.weight" and config.tie_embeddings:
             continue  # some tied checkpoints still store the head; the embedding is used
-        tensors[_rename(name, _RENAMES_BACK)] = t
+        tensors[_rename(name, to_hf=False)] = t
     return build_model(config, tensors, str(directory), device=device, dtype=dtype)

@@ -114,11 +114,6 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.pos += n
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only the given batch rows (to drop finished sequences)."""
-        self.k = self.k[:, rows]
-        self.v = self.v[:, rows]
-
 
 # ---------------------------------------------------------------- attention
 

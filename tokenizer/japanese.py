@@ -1,0 +1,197 @@
+"""`JapaneseTokenizer`: normalise -> MeCab morphemes -> SentencePiece Unigram pieces (report §2.2).
+
+Encoding a text:
+1. `normalize` (tokenizer.clean: widths, punctuation, symbols, whitespace);
+2. split it into lines; each newline is the newline token;
+3. spaces become the meta-space ▁ and MeCab splits each line into morphemes;
+4. each morpheme is encoded by the Unigram model on its own, so no piece ever
+   crosses a morpheme boundary, exactly as in training (tokenizer.unigram).
+Unknown characters fall back to UTF-8 byte pieces, so every string survives:
+`decode(encode(x)) == normalize(x)`.
+
+Special tokens are control symbols: they are only ever produced by the
+`add_bos`/`add_eos` flags or by code that inserts their ids (chat formatting),
+never from text, so a document that contains the string "<|user|>" encodes it
+as ordinary characters.
+
+A saved tokenizer is a folder holding everything needed to reproduce the
+pipeline exactly: the Unigram model, the compiled user dictionary and its term
+list, and `tokenizer.json` with the cleaning settings and special-token ids.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import shutil
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import sentencepiece as spm
+
+from tokenizer.clean import DEFAULT_CONFIG, META_SPACE, CleanConfig, normalize
+from tokenizer.morph import Morphology, unidic_version
+
+FORMAT_VERSION = 1
+BOS, EOS, NEWLINE = "<begin_of_text>", "<end_of_text>", "\n"
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE = "tokenizer.model", "tokenizer.json", "user.dic", "user_terms.csv"
+PIECE_CACHE_SIZE = 1 << 20  # morphemes are Zipf-distributed: a cache turns most lookups into hits
+
+
+class JapaneseTokenizer:
+    def __init__(self, directory: str | Path):
+        """Load a saved tokenizer folder (see `load`)."""
+        self.directory = Path(directory)
+        settings_path = self.directory / SETTINGS_FILE
+        if not settings_path.is_file():
+            raise FileNotFoundError(f"{self.directory} is not a tokenizer folder: {SETTINGS_FILE} is missing")
+        self.settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        if self.settings.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{settings_path}: format_version {self.settings.get('format_version')} is not {FORMAT_VERSION}")
+        if self.settings["unidic_version"] != unidic_version():
+            warnings.warn(
+                f"{settings_path}: trained with unidic-lite {self.settings['unidic_version']}, "
+                f"this environment has {unidic_version()}; morphemes may differ"
+            )
+        self.clean_config = CleanConfig.from_dict(self.settings["clean"])
+        self._sp = spm.SentencePieceProcessor(model_file=str(self.directory / MODEL_FILE))
+        user_dict = self.directory / USER_DICT_FILE
+        self._morph = Morphology(user_dict if user_dict.is_file() else None)
+        self.special_tokens: dict[str, int] = self.settings["special_tokens"]
+        self._special_by_id = {i: s for s, i in self.special_tokens.items()}
+        self._pieces = functools.lru_cache(maxsize=PIECE_CACHE_SIZE)(self._encode_morpheme)
+        self.fallback_lines = 0  # lines MeCab did not reproduce exactly (encoded whole instead)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> JapaneseTokenizer:
+        return cls(directory)
+
+    @classmethod
+    def train(cls, inputs: Iterable[str | Path], out: str | Path, **kwargs) -> JapaneseTokenizer:
+        """Train on text files (see tokenizer.unigram.train_tokenizer for the options) and load the result."""
+        from tokenizer.unigram import train_tokenizer
+
+        train_tokenizer(inputs, out, **kwargs)
+        return cls(out)
+
+    def save(self, directory: str | Path) -> None:
+        """Copy the tokenizer folder to `directory` (e.g. into a model checkpoint)."""
+        directory = Path(directory)
+        if directory.resolve() == self.directory.resolve():
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in (MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE):
+            if (self.directory / name).is_file():
+                shutil.copy2(self.directory / name, directory / name)
+
+    # ------------------------------------------------------------ ids
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_tokens[BOS]
+
+    @property
+    def eos_id(self) -> int:
+        return self.special_tokens[EOS]
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_tokens[EOS]  # report §2.2: <end_of_text> also pads
+
+    @property
+    def newline_id(self) -> int:
+        return self.special_tokens[NEWLINE]
+
+    def token_id(self, token: str) -> int:
+        """The id of a special token such as "<|user|>"; KeyError names the ones there are."""
+        if token not in self.special_tokens:
+            raise KeyError(f"{token!r} is not a special token of this tokenizer; it has {list(self.special_tokens)}")
+        return self.special_tokens[token]
+
+    def id_to_piece(self, i: int) -> str:
+        return self._sp.id_to_piece(i)
+
+    # ------------------------------------------------------------ encode / decode
+
+    def normalize(self, text: str) -> str:
+        """The normalisation `encode` applies; `decode(encode(x)) == normalize(x)`."""
+        return normalize(text, self.clean_config)
+
+    def _encode_morpheme(self, morpheme: str) -> tuple[int, ...]:
+        return tuple(self._sp.encode(morpheme))
+
+    def morphemes(self, line: str) -> list[str]:
+        """MeCab's morphemes of one normalised line, spaces shown as ▁."""
+        line = line.replace(" ", META_SPACE)
+        parts = self._morph.split(line)
+        if "".join(parts) != line:  # never seen; kept lossless (and counted) if MeCab ever drops a character
+            self.fallback_lines += 1
+            return [line]
+        return parts
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        ids = [self.bos_id] if add_bos else []
+        for n, line in enumerate(self.normalize(text).split("\n")):
+            if n:
+                ids.append(self.newline_id)
+            if line:
+                for morpheme in self.morphemes(line):
+                    ids.extend(self._pieces(morpheme))
+        if add_eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def encode_batch(self, texts: Sequence[str], num_workers: int = 1, add_bos: bool = False,
+                     add_eos: bool = False, chunksize: int = 64) -> list[list[int]]:
+        """`encode` over many texts, in `num_workers` processes when > 1 (order kept)."""
+        if num_workers <= 1 or len(texts) <= chunksize:
+            return [self.encode(t, add_bos, add_eos) for t in texts]
+        with multiprocessing.get_context("spawn").Pool(num_workers, _init_worker, (str(self.directory),)) as pool:
+            return pool.starmap(_encode_in_worker, ((t, add_bos, add_eos) for t in texts), chunksize=chunksize)
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        """Text from ids: pieces with ▁ as spaces, bytes reassembled, the newline token as "\\n",
+        other special tokens written out (or left out with skip_special_tokens)."""
+        out, run = [], []
+        for i in ids:
+            i = int(i)
+            special = self._special_by_id.get(i)
+            if special is None:
+                run.append(i)
+                continue
+            if run:
+                out.append(self._sp.decode(run))
+                run = []
+            if special == NEWLINE or not skip_special_tokens:
+                out.append(special)
+        if run:
+            out.append(self._sp.decode(run))
+        return "".join(out)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
+        return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"JapaneseTokenizer({str(self.directory)!r}, vocab_size={self.vocab_size})"
+
+
+_worker: JapaneseTokenizer | None = None
+
+
+def _init_worker(directory: str) -> None:
+    global _worker
+    _worker = JapaneseTokenizer(directory)
+
+
+def _encode_in_worker(text: str, add_bos: bool, add_eos: bool) -> list[int]:
+    return _worker.encode(text, add_bos, add_eos)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,3 +21,23 @@ def small_config(**overrides) -> ModelConfig:
 
 def small_model(**overrides) -> SLM:
     return SLM(small_config(**overrides)).eval()
+
+
+SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    """A tokenizer trained once on the shipped sample corpus (small vocabulary, one process)."""
+    from tokenizer.unigram import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer([SAMPLE_CORPUS], out, vocab_size=3000, num_workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tok(tokenizer_dir):
+    from tokenizer import JapaneseTokenizer
+
+    return JapaneseTokenizer.load(tokenizer_dir)

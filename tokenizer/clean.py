@@ -23,6 +23,7 @@ appears inside encoding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -95,7 +96,7 @@ class CleanConfig:
 
 # ---------------------------------------------------------------- the steps
 
-_OTHER_SPACE = re.compile(r"[^\S\n]")  # any whitespace but the newline
+_OTHER_SPACE = re.compile(r"[^\S \n]")  # any whitespace but the space and the newline
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060\ufeff]")
 
 
@@ -120,24 +121,37 @@ def fullwidth_punct(text: str, config: CleanConfig) -> str:
     Between digits they are a decimal point or a thousands separator (７．２％, １，０００)
     and are left for NFKC to make "." and ",".
     """
-    return _FW_COMMA.sub("、", _FW_PERIOD.sub("。", text))
+    if "\uff0e" in text:
+        text = _FW_PERIOD.sub("。", text)
+    if "\uff0c" in text:
+        text = _FW_COMMA.sub("、", text)
+    return text
 
 
 def nfkc(text: str, config: CleanConfig) -> str:
     """Unicode NFKC (full-width ASCII to half-width, half-width katakana to full-width, ...),
     except for the characters in `nfkc_keep`, which NFKC would break apart (① -> 1, ℃ -> °C)."""
-    keep = config.nfkc_keep
-    if not keep or not any(c in keep for c in text):
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    keep = _char_class(config.nfkc_keep)
+    if keep is None or not keep.search(text):
         return unicodedata.normalize("NFKC", text)
-    parts = re.split(f"([{re.escape(keep)}])", text)
+    parts = keep.split(text)
     return "".join(p if i % 2 else unicodedata.normalize("NFKC", p) for i, p in enumerate(parts))
+
+
+@functools.lru_cache(maxsize=16)
+def _char_class(chars: str) -> re.Pattern | None:
+    """A compiled capturing [chars] class (cached per configuration), or None for no characters."""
+    return re.compile(f"([{re.escape(chars)}])") if chars else None
 
 
 _KATAKANA = "\u30a1-\u30fa\u30fc"
 _LONG_VOWEL_LIKE = "\u2014\u2015\u2500\u2501"  # — ― ─ ━ written for ー after katakana
 _CHOONPU = re.compile(f"(?<=[{_KATAKANA}])[{_LONG_VOWEL_LIKE}]+")
-_HYPHENS = re.compile("[\u02d7\u058a\u2010-\u2015\u2043\u207b\u208b\u2212\u2500\u2501\ufe58\ufe63]")
+_HYPHENS = re.compile("[\u02d7\u058a\u2010-\u2015\u2043\u207b\u208b\u2212\u2500\u2501\ufe58\ufe63\uff0d]")
 _TILDES = re.compile("[\u02dc\u223c\u223e\u301c\u3030\uff5e]")
+_ANY_DASH = re.compile(f"{_HYPHENS.pattern}|{_TILDES.pattern}")
 
 
 def dashes(text: str, config: CleanConfig) -> str:
@@ -147,6 +161,8 @@ def dashes(text: str, config: CleanConfig) -> str:
     other hyphen and minus variants become "-" (γ‐GTP -> γ-GTP); tilde and wave-dash
     variants become "~" (3〜5日 -> 3~5日).
     """
+    if not _ANY_DASH.search(text):
+        return text
     text = _CHOONPU.sub(lambda m: "ー" * len(m.group()), text)
     text = _HYPHENS.sub("-", text)
     return _TILDES.sub("~", text)
@@ -158,8 +174,9 @@ _CELSIUS = re.compile(r"°\s?C(?![A-Za-z])")
 
 def restore_symbols(text: str, config: CleanConfig) -> str:
     """Restore what NFKC spelled out: "..." and "・・・" to …, and "°C" to ℃ (37.5°C -> 37.5℃)."""
-    text = _ELLIPSIS.sub("…", text)
-    return _CELSIUS.sub("℃", text)
+    if ".." in text or "・・" in text:
+        text = _ELLIPSIS.sub("…", text)
+    return _CELSIUS.sub("℃", text) if "°" in text else text
 
 
 # Japanese phone numbers: 03-1234-5678, (03)1234-5678, 090-1234-5678, 09012345678, +81-90-1234-5678.
@@ -194,12 +211,13 @@ _SYMBOLS = str.maketrans({
     "\u3014": "(", "\u3015": ")",  # 〔 〕
     "\u2266": "≦", "\u2264": "≦", "\u2267": "≧", "\u2265": "≧",  # ≤ ≥ written the Japanese way
 })
+_ANY_SYMBOL = re.compile("[" + re.escape("".join(map(chr, _SYMBOLS))) + "]")
 
 
 def unify_symbols(text: str, config: CleanConfig) -> str:
     """Symbols of the same meaning become one form (curly quotes, bullets, arrows, ≤/≦, ...),
     so the vocabulary does not spend pieces on variants."""
-    return text.translate(_SYMBOLS)
+    return text.translate(_SYMBOLS) if _ANY_SYMBOL.search(text) else text
 
 
 def allowed_chars(text: str, config: CleanConfig) -> str:

@@ -27,6 +27,7 @@ import multiprocessing
 import shutil
 import warnings
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 
 import sentencepiece as spm
@@ -142,8 +143,7 @@ class JapaneseTokenizer:
             if n:
                 ids.append(self.newline_id)
             if line:
-                for morpheme in self.morphemes(line):
-                    ids.extend(self._pieces(morpheme))
+                ids.extend(chain.from_iterable(map(self._pieces, self.morphemes(line))))
         if add_eos:
             ids.append(self.eos_id)
         return ids

@@ -101,6 +101,26 @@ def count_morphemes(inputs, user_dict: Path | None, clean_config: CleanConfig, n
     return counts, changes, n_chars
 
 
+def _explain(error: RuntimeError, vocab_size: int, n_morphemes: int, coverage: float) -> Exception:
+    """Turn sentencepiece's internal check failures into messages a user can act on."""
+    text = str(error)
+    m = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", text)
+    if m:
+        return TokenizerTrainingError(
+            f"the corpus is too small for vocab_size={vocab_size}: its {n_morphemes:,} distinct morphemes "
+            f"support at most {m.group(2)} pieces. Use a larger corpus, a smaller --vocab-size, or "
+            "--allow-smaller-vocab to accept the smaller vocabulary."
+        )
+    m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", text)
+    if m:
+        return TokenizerTrainingError(
+            f"vocab_size={vocab_size} is too small for this corpus: keeping {coverage:.2%} of its characters "
+            f"needs {m.group(2)} pieces for single characters alone. Raise --vocab-size (rare characters "
+            "fall back to bytes either way)."
+        )
+    return error
+
+
 def train_tokenizer(
     inputs: Iterable[str | Path],
     out: str | Path,
@@ -162,14 +182,7 @@ def train_tokenizer(
         try:
             spm.SentencePieceTrainer.train(**options)
         except RuntimeError as e:
-            m = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", str(e))
-            if not m:
-                raise
-            raise TokenizerTrainingError(
-                f"the corpus is too small for vocab_size={vocab_size}: its {len(counts):,} distinct morphemes "
-                f"support at most {m.group(2)} pieces. Use a larger corpus, a smaller --vocab-size, or "
-                "--allow-smaller-vocab to accept the smaller vocabulary."
-            ) from None
+            raise _explain(e, vocab_size, len(counts), character_coverage) from None
         (out / MODEL_FILE).write_bytes((Path(tmp) / "m.model").read_bytes())
 
     sp = spm.SentencePieceProcessor(model_file=str(out / MODEL_FILE))

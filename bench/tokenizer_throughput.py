@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--min-chars", type=int, default=3_000_000, help="repeat the input up to this many characters")
     p.add_argument("--max-chars", type=int, default=20_000_000, help="use at most this many characters")
     p.add_argument("--workers", type=int, nargs="+", default=None, help="process counts (default 1..cores)")
+    p.add_argument("--check-lossless", action="store_true", help="also count lines where decode(encode(x)) != normalize(x)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tokenizer_throughput.json")
     args = p.parse_args()
 
@@ -83,10 +84,12 @@ def main() -> None:
         results["fugashi_wakati"] = chars / timed(lambda ls: [wakati.parse(x) for x in ls], ready)
         results["fugashi_nodes"] = chars / timed(lambda ls: [nodes(x) for x in ls], ready)
         results["normalize"] = chars / timed(lambda ls: [tok.normalize(x) for x in ls], lines)
-        tok._pieces.cache_clear()
+        tok._pieces.clear()
         results["encode_1_core"] = chars / timed(lambda ls: [tok.encode(x) for x in ls], lines)
         for w in args.workers or range(1, (os.cpu_count() or 1) + 1):
             results[f"encode_batch_{w}_workers"] = chars / timed(lambda ls: tok.encode_batch(ls, num_workers=w), lines)
+        if args.check_lossless:
+            results_lossless = sum(tok.decode(tok.encode(x)) != tok.normalize(x) for x in base)
         n_tokens = sum(len(tok.encode(x)) for x in lines[: min(len(lines), 20000)])
         sample_chars = sum(map(len, lines[: min(len(lines), 20000)]))
 
@@ -100,6 +103,9 @@ def main() -> None:
         "chars_per_s": results,
         "pipeline_vs_bare_mecab_1_core": results["encode_1_core"] / results["fugashi_wakati"],
     }
+    if args.check_lossless:
+        report["lossless_check"] = {"lines": len(base), "mismatches": results_lossless}
+        print(f"lossless: {results_lossless} of {len(base):,} distinct input lines differ after decode(encode(x))")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(f"{chars:,} characters in {len(lines):,} lines; vocab {tok.vocab_size}; "

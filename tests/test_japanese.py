@@ -75,6 +75,7 @@ def test_encode_batch_in_processes_equals_serial(tok):
     serial = [tok.encode(t, add_eos=True) for t in texts]
     assert tok.encode_batch(texts, add_eos=True) == serial
     assert tok.encode_batch(texts, num_workers=2, add_eos=True, chunksize=16) == serial
+    assert tok.encode_batch([], num_workers=2) == []
     assert tok.decode_batch(serial[:3]) == [tok.decode(s) for s in serial[:3]]
 
 

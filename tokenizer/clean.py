@@ -193,8 +193,9 @@ def personal_info(text: str, config: CleanConfig) -> str:
 
 _URL = re.compile(r"(?:https?|ftp)://[!-~]+|www\.[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+[!-~]*")
 _ACCOUNT = re.compile(r"(?<![A-Za-z0-9_.])@[A-Za-z0-9_]{1,30}")
-# A hashtag starts with a non-digit: "#1 高血圧" is a clinical problem number, not a tag.
-_HASHTAG = re.compile(r"(?<![\w&])#(?![\d\s])[\w・ー]+")
+# A hashtag follows a space or starts the line, and starts with a non-digit: "#1 高血圧" is a
+# clinical problem number and "[#改ページ]" an editorial note, not tags.
+_HASHTAG = re.compile(r"(?<!\S)#(?![\d\s])[\w・ー]+")
 
 
 def web(text: str, config: CleanConfig) -> str:

@@ -21,7 +21,7 @@ list, and `tokenizer.json` with the cleaning settings and special-token ids.
 
 from __future__ import annotations
 
-import functools
+from array import array
 import json
 import multiprocessing
 import shutil
@@ -39,7 +39,7 @@ FORMAT_VERSION = 1
 BOS, EOS, NEWLINE = "<begin_of_text>", "<end_of_text>", "\n"
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE = "tokenizer.model", "tokenizer.json", "user.dic", "user_terms.csv"
-PIECE_CACHE_SIZE = 1 << 20  # morphemes are Zipf-distributed: a cache turns most lookups into hits
+PIECE_CACHE_SIZE = 1 << 20  # morphemes cached before the cache is emptied (bounds memory)
 
 
 class JapaneseTokenizer:
@@ -63,7 +63,7 @@ class JapaneseTokenizer:
         self._morph = Morphology(user_dict if user_dict.is_file() else None)
         self.special_tokens: dict[str, int] = self.settings["special_tokens"]
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
-        self._pieces = functools.lru_cache(maxsize=PIECE_CACHE_SIZE)(self._encode_morpheme)
+        self._pieces = _PieceCache(self._sp)
         self.fallback_lines = 0  # lines MeCab did not reproduce exactly (encoded whole instead)
 
     @classmethod
@@ -125,9 +125,6 @@ class JapaneseTokenizer:
         """The normalisation `encode` applies; `decode(encode(x)) == normalize(x)`."""
         return normalize(text, self.clean_config)
 
-    def _encode_morpheme(self, morpheme: str) -> tuple[int, ...]:
-        return tuple(self._sp.encode(morpheme))
-
     def morphemes(self, line: str) -> list[str]:
         """MeCab's morphemes of one normalised line, spaces shown as ▁."""
         line = line.replace(" ", META_SPACE)
@@ -143,18 +140,32 @@ class JapaneseTokenizer:
             if n:
                 ids.append(self.newline_id)
             if line:
-                ids.extend(chain.from_iterable(map(self._pieces, self.morphemes(line))))
+                ids.extend(chain.from_iterable(map(self._pieces.__getitem__, self.morphemes(line))))
+        if len(self._pieces) > PIECE_CACHE_SIZE:
+            self._pieces.clear()
         if add_eos:
             ids.append(self.eos_id)
         return ids
 
     def encode_batch(self, texts: Sequence[str], num_workers: int = 1, add_bos: bool = False,
-                     add_eos: bool = False, chunksize: int = 64) -> list[list[int]]:
-        """`encode` over many texts, in `num_workers` processes when > 1 (order kept)."""
+                     add_eos: bool = False, chunksize: int = 256) -> list[list[int]]:
+        """`encode` over many texts, in `num_workers` processes when > 1 (order kept).
+
+        Workers are spawned (safe beside torch's threads) and load the tokenizer from its
+        folder; ids travel back as packed int32 arrays, so the parent does little besides.
+        """
         if num_workers <= 1 or len(texts) <= chunksize:
             return [self.encode(t, add_bos, add_eos) for t in texts]
+        chunks = [(texts[i : i + chunksize], add_bos, add_eos) for i in range(0, len(texts), chunksize)]
+        out: list[list[int]] = []
         with multiprocessing.get_context("spawn").Pool(num_workers, _init_worker, (str(self.directory),)) as pool:
-            return pool.starmap(_encode_in_worker, ((t, add_bos, add_eos) for t in texts), chunksize=chunksize)
+            for lengths, flat in pool.imap(_encode_chunk_in_worker, chunks):
+                ids = array("i", flat).tolist()
+                start = 0
+                for n in array("i", lengths):
+                    out.append(ids[start : start + n])
+                    start += n
+        return out
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         """Text from ids: pieces with ▁ as spaces, bytes reassembled, the newline token as "\\n",
@@ -185,6 +196,19 @@ class JapaneseTokenizer:
         return f"JapaneseTokenizer({str(self.directory)!r}, vocab_size={self.vocab_size})"
 
 
+class _PieceCache(dict):
+    """morpheme -> piece ids. Morphemes are Zipf-distributed, so nearly every lookup is a hit,
+    and a dict hit costs less than anything sentencepiece could do."""
+
+    def __init__(self, sp: spm.SentencePieceProcessor):
+        super().__init__()
+        self._sp = sp
+
+    def __missing__(self, morpheme: str) -> tuple[int, ...]:
+        ids = self[morpheme] = tuple(self._sp.encode(morpheme))
+        return ids
+
+
 _worker: JapaneseTokenizer | None = None
 
 
@@ -193,5 +217,7 @@ def _init_worker(directory: str) -> None:
     _worker = JapaneseTokenizer(directory)
 
 
-def _encode_in_worker(text: str, add_bos: bool, add_eos: bool) -> list[int]:
-    return _worker.encode(text, add_bos, add_eos)
+def _encode_chunk_in_worker(job: tuple[Sequence[str], bool, bool]) -> tuple[bytes, bytes]:
+    texts, add_bos, add_eos = job
+    encoded = [_worker.encode(t, add_bos, add_eos) for t in texts]
+    return array("i", map(len, encoded)).tobytes(), array("i", chain.from_iterable(encoded)).tobytes()

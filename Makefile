@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py
+	$(PY) bench/tokenizer_throughput.py --check-lossless
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -68,9 +68,11 @@ def test_personal_information_rule_leaves_numbers_alone(text):
     assert personal_info(text, C) == text
 
 
-def test_urls_accounts_and_hashtags_are_removed_but_problem_numbers_stay():
+def test_urls_accounts_and_hashtags_are_removed_but_problem_labels_stay():
     text = "詳細は https://example.com/guide?id=3 と www.example.jp/a を参照 @dr_tanaka #糖尿病 #1 高血圧 #2 脂質異常症"
     assert web(text, C) == "詳細は  と  を参照   #1 高血圧 #2 脂質異常症"
+    for kept in ["#転倒リスク 82歳男性", "#1 心不全増悪", "[#改ページ]", "C#"]:
+        assert web(kept, C) == kept
 
 
 def test_symbols_of_the_same_meaning_are_unified():

@@ -193,9 +193,9 @@ def personal_info(text: str, config: CleanConfig) -> str:
 
 _URL = re.compile(r"(?:https?|ftp)://[!-~]+|www\.[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+[!-~]*")
 _ACCOUNT = re.compile(r"(?<![A-Za-z0-9_.])@[A-Za-z0-9_]{1,30}")
-# A hashtag follows a space or starts the line, and starts with a non-digit: "#1 高血圧" is a
-# clinical problem number and "[#改ページ]" an editorial note, not tags.
-_HASHTAG = re.compile(r"(?<!\S)#(?![\d\s])[\w・ー]+")
+# A hashtag follows a space and starts with a non-digit. Clinical notes label problems with "#"
+# at the start of a line ("#転倒リスク", "#1 高血圧"), and Aozora marks notes "[#改ページ]": not tags.
+_HASHTAG = re.compile(r"(?<=[ \t])#(?![\d\s])[\w・ー]+")
 
 
 def web(text: str, config: CleanConfig) -> str:

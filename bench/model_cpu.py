@@ -17,11 +17,7 @@ rather than a ratio of medians taken across different phases.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,19 +25,10 @@ from pathlib import Path
 import torch
 import transformers
 
+from common import command, cpu_name, machine, write_report
 from slm import hf
 from slm.config import ModelConfig
 from slm.model import SLM
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def train_step(model, ids) -> float:
@@ -127,18 +114,15 @@ def main() -> None:
 
     report = {
         "benchmark": "model_cpu",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        "command": command(),
+        "machine": {**machine(), "torch_threads": torch.get_num_threads()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "setup": {"preset": args.preset, "gated": args.gated, "params": ours.num_params(), "dtype": "float32",
                   "train_batch": args.batch, "seq": args.seq, "prompt": args.prompt, "new_tokens": args.new_tokens,
                   "warmup": args.warmup, "repeats": args.repeats, "max_abs_logit_diff": diff},
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
     print(f"{args.preset} ({ours.num_params() / 1e6:.1f}M params, {'gated' if args.gated else 'plain'} MLP), "
           f"float32, {torch.get_num_threads()} threads, {cpu_name()}; max |logit diff| {diff:.1e}")

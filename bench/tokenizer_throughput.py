@@ -14,29 +14,20 @@ Measures on the same lines of text:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import fugashi
 
+from common import command, cpu_name, machine, write_report
 from tokenizer import JapaneseTokenizer
 from tokenizer.clean import normalize
 from tokenizer.corpus import read_texts
 from tokenizer.unigram import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def timed(fn, lines) -> float:
@@ -95,9 +86,9 @@ def main() -> None:
 
     report = {
         "benchmark": "tokenizer_throughput",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": {"python": platform.python_version(), "fugashi": getattr(fugashi, "__version__", "?")},
+        "command": command(),
+        "machine": machine(),
+        "versions": {"fugashi": getattr(fugashi, "__version__", "?")},
         "input": {"paths": args.input, "encoding": args.encoding, "lines": len(lines), "characters": chars,
                   "vocab_size": tok.vocab_size, "characters_per_token": sample_chars / max(n_tokens, 1)},
         "chars_per_s": results,
@@ -106,8 +97,7 @@ def main() -> None:
     if args.check_lossless:
         report["lossless_check"] = {"lines": len(base), "mismatches": results_lossless}
         print(f"lossless: {results_lossless} of {len(base):,} distinct input lines differ after decode(encode(x))")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_report(args.out, report)
     print(f"{chars:,} characters in {len(lines):,} lines; vocab {tok.vocab_size}; "
           f"{report['input']['characters_per_token']:.2f} characters/token; {os.cpu_count()} cores ({cpu_name()})")
     for name, v in results.items():

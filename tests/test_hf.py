@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import small_config, small_model
+from conftest import small_model
 from slm import hf
 from slm.config import ConfigError
 from slm.generate import left_pad

@@ -92,3 +92,10 @@ def test_save_and_load_reproduce_the_same_pipeline(tok, tmp_path):
 def test_loading_a_folder_without_settings_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a tokenizer folder"):
         JapaneseTokenizer.load(tmp_path)
+
+
+def test_pickles_by_reloading_its_folder(tok):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy.encode("心房細動に対しDOAC内服中。") == tok.encode("心房細動に対しDOAC内服中。")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from tokenizer.clean import DEFAULT_CONFIG, META_SPACE, CleanConfig, normalize
+from tokenizer.clean import META_SPACE, CleanConfig, normalize
 from tokenizer.morph import Morphology, unidic_version
 
 FORMAT_VERSION = 1
@@ -188,6 +188,10 @@ class JapaneseTokenizer:
 
     def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    def __reduce__(self):
+        # MeCab and sentencepiece handles do not pickle; a copy reloads the same folder.
+        return (JapaneseTokenizer, (str(self.directory),))
 
     def __len__(self) -> int:
         return self.vocab_size

@@ -20,6 +20,7 @@ setup(
     extras_require={
         "deepspeed": ["deepspeed"],
         "flash": ["flash-attn>=2"],
-        "dev": ["pytest", "transformers>=5"],
+        "quality": ["scikit-learn"],  # the random-forest quality classifier (report §2.1)
+        "dev": ["pytest", "transformers>=5", "scikit-learn"],
     },
 )

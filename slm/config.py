@@ -120,15 +120,18 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def load(cls: type[C], path: str | Path) -> C:
-        """Load from a .yaml/.yml or .json file."""
+    def load(cls: type[C], path: str | Path, overrides: list[str] | None = None) -> C:
+        """Load from a .yaml/.yml or .json file, then apply dotted overrides (`["--optim.lr", "3e-4"]`)."""
         path = Path(path)
         text = path.read_text(encoding="utf-8")
         try:
             d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot parse: {e}") from None
-        return cls.from_dict(d if d is not None else {}, source=str(path))
+        d = d if d is not None else {}
+        for key, value in parse_overrides(overrides or []):
+            set_dotted(d, key, value)
+        return cls.from_dict(d, source=str(path))
 
     def save(self, path: str | Path) -> None:
         """Save as YAML or JSON by the file's suffix."""
@@ -145,7 +148,33 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-MLP_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu2")
+def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """`--a.b value` or `--a.b=value` pairs; values are read as YAML (numbers, booleans, lists)."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"override {arg!r} must look like --section.field value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg} has no value")
+            value, i = args[i + 1], i + 1
+        pairs.append((key.replace("-", "_"), yaml.safe_load(value)))
+        i += 1
+    return pairs
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    """d["a"]["b"] = value for key "a.b" (unknown keys are caught when the config is built)."""
+    *parents, last = key.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override {key}: {p!r} is not a section")
+    d[last] = value
+
+
 
 
 @dataclasses.dataclass

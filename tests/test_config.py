@@ -91,3 +91,14 @@ def test_yaml_exponent_without_dot_is_read_as_a_number(tmp_path):
 def test_replace_validates():
     with pytest.raises(ConfigError, match="n_kv_heads"):
         ModelConfig().replace(n_kv_heads=7)
+
+
+def test_dotted_overrides_apply_on_load(tmp_path):
+    path = tmp_path / "m.yaml"
+    ModelConfig.from_preset("tiny").save(path)
+    c = ModelConfig.load(path, ["--n_layers", "4", "--rope_theta=5e5", "--mlp-gated", "true"])
+    assert (c.n_layers, c.rope_theta, c.mlp_gated) == (4, 500000.0, True)
+    with pytest.raises(ConfigError, match=r"unknown ModelConfig field\(s\) \['n_layer'\]"):
+        ModelConfig.load(path, ["--n_layer", "4"])
+    with pytest.raises(ConfigError, match="has no value"):
+        ModelConfig.load(path, ["--n_layers"])

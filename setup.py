@@ -6,7 +6,7 @@ setup(
     description="Small language models for Japanese clinical and medical text (NCVC-slm-1 reimplementation)",
     python_requires=">=3.10",
     packages=find_packages(include=["slm", "slm.*", "tokenizer", "tokenizer.*"]),
-    package_data={"tokenizer": ["dict/*.csv"]},
+    package_data={"tokenizer": ["dict/*.csv"], "slm.data": ["topics/*.txt", "wordlists/*.txt"]},
     install_requires=[
         "torch>=2.5",  # SDPA with enable_gqa
         "numpy",

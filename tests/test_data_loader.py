@@ -119,3 +119,11 @@ def test_bad_mixtures_are_clear_errors(data):
         MixtureConfig(curriculum=[{"weights": {"a": 1}}, {"weights": {"b": 1}}])
     with pytest.raises(ValueError, match="fewer than seq_len"):
         PackedLoader(data, seq_len=1000)
+
+
+def test_shipped_mixture_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "data"
+    assert MixtureConfig.load(root / "mixture-ncvc.yaml").epochs["oscar"] == 1
+    assert len(MixtureConfig.load(root / "mixture-clinical-cpt.yaml").curriculum) == 3

@@ -42,6 +42,7 @@ NFKC_KEEP = "".join(map(chr, range(0x2460, 0x2474))) + "".join(map(chr, range(0x
 # Japanese and general punctuation, arrows, maths, circled numbers, shapes, ♂♀★☆.
 ALLOWED_CHARS = (
     "\n -~"  # newline, space, printable ASCII
+    "\u00a9\u00ae"  # © ®: kept so the corpus pipeline's copyright filter can see notices
     "\u00b0-\u00ff"  # ° ± ² µ · × ÷ and Latin-1 letters (é in Ménière)
     "\u0370-\u03ff"  # Greek
     "\u2010-\u205e"  # general punctuation: dashes, quotes, †, •, …, ‰, ′, ″, ※

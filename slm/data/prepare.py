@@ -1,0 +1,288 @@
+"""Corpus preparation (report §2.1): read -> clean -> filter -> deduplicate -> decontaminate ->
+(quality) -> tokenize into shards, with a report of what was removed and why.
+
+    python -m slm.data.prepare --config configs/data/sample.yaml [--out DIR] [--strict] [--section.field value]
+
+One process streams the documents through the stages (cheap, and dedup needs
+one order); a pool of worker processes tokenizes and writes shards (the
+expensive part). In flight at any time: a bounded number of shards, so memory
+does not grow with the corpus (the dedup filters are fixed-size too).
+
+The output folder: `config.yaml` (resolved), `tokenizer/` (the one used),
+`<source>/shard-*.npy` + `manifest.json` per source, `report.json` and
+`summary.txt`. Rerunning into the same folder with the same config resumes:
+complete shards are kept, the rest rewritten, byte-identical to a clean run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from slm.config import Config, ConfigError
+from slm.data.decontam import DecontamConfig, build_decontam
+from slm.data.dedup import DedupConfig, build_dedup
+from slm.data.document import Document, Stage
+from slm.data.filters import FilterConfig, build_filters
+from slm.data.readers import ReadErrors, SourceConfig, read_documents
+from slm.data.shards import (DOCS_SUFFIX, shard_complete, shard_stem, token_dtype, write_manifest, write_shard)
+from tokenizer import JapaneseTokenizer
+from tokenizer.clean import CleanConfig, clean
+from tokenizer.corpus import CorpusError
+
+
+@dataclasses.dataclass
+class DataConfig(Config):
+    out: str = "runs/data"
+    tokenizer: str = ""  # a tokenizer folder (python -m tokenizer.train)
+    sources: list[SourceConfig] = dataclasses.field(default_factory=list)
+    clean: dict = dataclasses.field(default_factory=dict)  # tokenizer.clean.CleanConfig fields
+    filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+    dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
+    decontamination: DecontamConfig = dataclasses.field(default_factory=DecontamConfig)
+    docs_per_shard: int = 10000
+    num_workers: int = 0  # tokenizer processes; 0: one per core
+    strict: bool = False  # stop at the first bad input line instead of counting it
+
+    def validate(self) -> None:
+        if not self.tokenizer:
+            raise ConfigError("DataConfig.tokenizer must name a tokenizer folder")
+        if not self.sources:
+            raise ConfigError("DataConfig.sources is empty")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"DataConfig.sources: duplicate source names in {names}")
+        if self.docs_per_shard <= 0:
+            raise ConfigError("DataConfig.docs_per_shard must be positive")
+        try:
+            CleanConfig.from_dict(self.clean)
+        except ValueError as e:
+            raise ConfigError(f"DataConfig.clean: {e}") from None
+
+
+# ---------------------------------------------------------------- tokenizer workers
+
+_worker_tok: JapaneseTokenizer | None = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _worker_tok
+    _worker_tok = JapaneseTokenizer.load(tokenizer_dir)
+
+
+def _tokenize_shard(stem: str, texts: list[str], dtype: str) -> int:
+    docs = [_worker_tok.encode(t, add_bos=True, add_eos=True) for t in texts]
+    return write_shard(Path(stem), docs, np.dtype(dtype))
+
+
+class _ShardWriter:
+    """Hands shards to the worker pool (or tokenizes inline with one worker), keeping few in flight."""
+
+    def __init__(self, tokenizer_dir: Path, num_workers: int, dtype: np.dtype, progress: bool):
+        self.dtype = dtype.name
+        self.pool = None
+        if num_workers > 1:
+            self.pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_worker, (str(tokenizer_dir),))
+        else:
+            _init_worker(str(tokenizer_dir))
+        self.max_in_flight = 2 * max(num_workers, 1)
+        self.pending: deque = deque()
+        self.tokens: Counter = Counter()  # per source
+        self.skipped = 0
+        self.bar = tqdm(desc="shards", unit="shard", disable=not progress, position=1)
+
+    def submit(self, source: str, stem: Path, texts: list[str]) -> None:
+        if shard_complete(stem):  # resuming: this shard was written by an earlier run
+            self.tokens[source] += int(np.load(stem.with_name(stem.name + DOCS_SUFFIX))[-1])
+            self.skipped += 1
+            self.bar.update()
+            return
+        if self.pool is None:
+            self._done(source, _tokenize_shard(str(stem), texts, self.dtype))
+            return
+        while len(self.pending) >= self.max_in_flight:
+            self._collect_one()
+        self.pending.append((source, self.pool.apply_async(_tokenize_shard, (str(stem), texts, self.dtype))))
+
+    def _done(self, source: str, n_tokens: int) -> None:
+        self.tokens[source] += n_tokens
+        self.bar.update()
+
+    def _collect_one(self) -> None:
+        source, result = self.pending.popleft()
+        self._done(source, result.get())
+
+    def drain(self) -> None:
+        while self.pending:
+            self._collect_one()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def build_stages(config: DataConfig) -> list[Stage]:
+    """Filters, then deduplication, then decontamination (cheap and local first)."""
+    return [*build_filters(config.filters), *build_dedup(config.dedup), *build_decontam(config.decontamination)]
+
+
+def _check_resumable(out: Path, resolved: dict) -> None:
+    previous = out / "config.yaml"
+    if previous.is_file() and yaml.safe_load(previous.read_text(encoding="utf-8")) != resolved:
+        raise ConfigError(
+            f"{out} holds a preparation made with a different config ({previous}); "
+            "use another --out, or delete the folder to start over"
+        )
+
+
+def prepare(config: DataConfig, progress: bool = True) -> dict:
+    """Run the pipeline; returns the report (also written to `<out>/report.json` and `summary.txt`)."""
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = config.to_dict()
+    _check_resumable(out, resolved)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    for stale in out.glob("*/.shard-*.tmp-*"):  # half-written files of an interrupted run
+        stale.unlink()
+
+    tok = JapaneseTokenizer.load(config.tokenizer)
+    tok.save(out / "tokenizer")
+    clean_config = CleanConfig.from_dict(config.clean)
+    stages = build_stages(config)
+    errors = ReadErrors(strict=config.strict)
+    num_workers = config.num_workers or os.cpu_count() or 1
+    writer = _ShardWriter(out / "tokenizer", num_workers, token_dtype(tok.vocab_size), progress)
+    per_source: dict[str, Counter] = {}
+    cleaning_changes: Counter = Counter()
+    try:
+        for source in config.sources:
+            counts = per_source[source.name] = Counter()
+            directory = out / source.name
+            directory.mkdir(exist_ok=True)
+            buffer: list[str] = []
+            n_shards = 0
+            errors_before = errors.total
+            for doc in tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress):
+                counts["read"] += 1
+                kept = _run_stages(doc, clean_config, cleaning_changes, stages, counts)
+                if kept is None:
+                    continue
+                counts["kept"] += 1
+                buffer.append(kept.text)
+                if len(buffer) == config.docs_per_shard:
+                    writer.submit(source.name, shard_stem(directory, n_shards), buffer)
+                    buffer, n_shards = [], n_shards + 1
+            if buffer:
+                writer.submit(source.name, shard_stem(directory, n_shards), buffer)
+                n_shards += 1
+            writer.drain()
+            counts["read_errors"] = errors.total - errors_before
+            counts["shards"] = n_shards
+            write_manifest(directory, n_shards, counts["kept"], writer.tokens[source.name], token_dtype(tok.vocab_size))
+    finally:
+        writer.close()
+
+    elapsed = time.perf_counter() - start
+    report = _report(config, per_source, writer, errors, cleaning_changes, stages, elapsed, num_workers)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "summary.txt").write_text(summary_table(report), encoding="utf-8")
+    return report
+
+
+def _run_stages(doc: Document, clean_config: CleanConfig, changes: Counter, stages: list[Stage],
+                counts: Counter) -> Document | None:
+    """Clean the document, then pass it through every stage; count where it was removed."""
+    doc.text = clean(doc.text, clean_config, changes).strip()
+    if not doc.text:
+        counts["removed:clean"] += 1
+        return None
+    for stage in stages:
+        doc = stage(doc)
+        if doc is None:
+            counts[f"removed:{stage.name}"] += 1
+            return None
+    return doc
+
+
+def _report(config, per_source, writer, errors, cleaning_changes, stages, elapsed, num_workers) -> dict:
+    docs_read = sum(c["read"] for c in per_source.values())
+    tokens = sum(writer.tokens.values())
+    usage_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "out": config.out,
+        "stages": ["clean", *(s.name for s in stages)],
+        "sources": {name: {**dict(c), "tokens": writer.tokens[name]} for name, c in per_source.items()},
+        "read_errors": {"total": errors.total, "per_file": dict(errors.counts), "examples": errors.examples},
+        "cleaning_changed_documents": dict(cleaning_changes),
+        "stage_stats": {s.name: dict(s.stats) for s in stages if getattr(s, "stats", None)},
+        "shards_resumed": writer.skipped,
+        "seconds": elapsed,
+        "num_workers": num_workers,
+        "documents_per_s": docs_read / elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "tokens_per_s_per_worker": tokens / elapsed / num_workers,
+        "peak_rss_mb": {"main": usage_self / 1024, "largest_worker": usage_children / 1024},
+    }
+
+
+def summary_table(report: dict) -> str:
+    """The report as a table a person reads: documents in and out per stage, tokens per source."""
+    columns = ["read", "read_errors", *(f"removed:{s}" for s in report["stages"]), "kept", "tokens", "shards"]
+    names = list(report["sources"])
+    width = max(len(c) for c in columns) + 2
+    lines = [f"{'':<{width}}" + "".join(f"{n:>16}" for n in names)]
+    for c in columns:
+        lines.append(f"{c:<{width}}" + "".join(f"{report['sources'][n].get(c, 0):>16,}" for n in names))
+    errs = report["read_errors"]
+    lines.append("")
+    lines.append(f"bad input lines skipped: {errs['total']:,}" + "".join(f"\n  {e}" for e in errs["examples"]))
+    for name, stats in report["stage_stats"].items():
+        lines.append(f"{name}: {json.dumps(stats, ensure_ascii=False)}")
+    lines.append(f"{report['documents_per_s']:,.0f} documents/s, {report['tokens_per_s_per_worker']:,.0f} tokens/s per "
+                 f"worker ({report['num_workers']} workers), {report['seconds']:.1f} s; "
+                 f"peak memory {report['peak_rss_mb']['main']:.0f} MB main, {report['peak_rss_mb']['largest_worker']:.0f} MB worker")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="a YAML data config (configs/data/*.yaml)")
+    p.add_argument("--out", help="output folder (overrides the config's)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input line")
+    args, overrides = p.parse_known_args(argv)
+    try:
+        config = DataConfig.load(args.config, overrides)
+        if args.out:
+            config = config.replace(out=args.out)
+        if args.strict:
+            config = config.replace(strict=True)
+        report = prepare(config)
+    except (ConfigError, CorpusError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_table(report), end="")
+    print(f"wrote {config.out}/report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

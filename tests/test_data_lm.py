@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_config
+from slm.data.lm import HFAdapter, SLMAdapter, load_lm
+from slm.model import SLM
+
+TEXTS = ["糖尿病", "胸部X線で右下肺野に浸潤影を認め、市中肺炎と診断した。", ""]
+
+
+@pytest.fixture(scope="module")
+def slm_dir(tmp_path_factory, tok):
+    """A tiny untrained SLM saved with its tokenizer, as slm.demo saves one."""
+    d = tmp_path_factory.mktemp("slm")
+    SLM(small_config(vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)).save_pretrained(d)
+    tok.save(d / "tokenizer")
+    return d
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny Llama with a byte-level tokenizer (256 byte pieces, no merges, no pad token), built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("hf")
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<eos>"] = eos = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>").save_pretrained(d)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=eos, initializer_range=0.2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def slm_lm(slm_dir):
+    return load_lm(slm_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_lm(hf_dir):
+    return load_lm(hf_dir)
+
+
+def test_load_lm_picks_the_adapter_by_config(slm_lm, hf_lm, tmp_path):
+    assert isinstance(slm_lm, SLMAdapter) and isinstance(hf_lm, HFAdapter)
+    with pytest.raises(ValueError, match="config.json is missing"):
+        load_lm(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"hidden": 3}))
+    with pytest.raises(ValueError, match="neither"):
+        load_lm(tmp_path)
+
+
+@pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
+def test_embedding_of_a_text_is_the_same_alone_and_left_padded_in_a_batch(lm_name, request):
+    lm = request.getfixturevalue(lm_name)
+    texts = TEXTS if lm_name == "slm_lm" else TEXTS[:2]  # our texts start with <begin_of_text>, so "" has a token
+    batch = lm.embed(texts, batch_size=len(texts))
+    assert batch.shape == (len(texts), lm.dim) and batch.dtype == np.float32
+    for text, row in zip(texts, batch):
+        np.testing.assert_allclose(lm.embed([text])[0], row, atol=1e-5)
+    np.testing.assert_allclose(lm.embed(texts, batch_size=2), batch, atol=1e-5)
+    assert lm.embed([]).shape == (0, lm.dim)
+
+
+def test_hf_refuses_a_text_without_tokens_rather_than_embedding_padding(hf_lm):
+    with pytest.raises(ValueError, match="1 text.* no tokens"):
+        hf_lm.embed(TEXTS, batch_size=3)
+
+
+def test_slm_embedding_is_what_the_lm_head_reads_at_the_last_token(slm_lm):
+    ids = torch.tensor([slm_lm.tokenizer.encode(TEXTS[1], add_bos=True)])
+    with torch.no_grad():
+        logits = slm_lm.model(ids).logits[0, -1]
+        from_embedding = slm_lm.model.lm_head(torch.from_numpy(slm_lm.embed([TEXTS[1]])))[0]
+    torch.testing.assert_close(from_embedding, logits, atol=1e-4, rtol=1e-4)
+    assert not slm_lm.model.norm._forward_hooks  # the hook is removed after use
+
+
+def test_hf_embedding_is_the_final_hidden_state_at_the_last_token(hf_lm):
+    enc = hf_lm.tokenizer([TEXTS[1]], return_tensors="pt")
+    with torch.no_grad():
+        expected = hf_lm.model.model(**enc).last_hidden_state[0, -1]
+    np.testing.assert_allclose(hf_lm.embed([TEXTS[1]])[0], expected.numpy(), atol=1e-5)
+    assert hf_lm.tokenizer.pad_token == "<eos>"  # the tokenizer had none: eos pads
+
+
+def test_slm_embeds_texts_longer_than_the_context_by_their_start(slm_dir, slm_lm):
+    long_text = "患者は発熱と咳嗽を主訴に来院した。" * 60
+    assert len(slm_lm.tokenizer.encode(long_text)) > slm_lm.model.config.max_seq_len
+    assert slm_lm.embed([long_text]).shape == (1, slm_lm.dim)
+    short = SLMAdapter(slm_dir, max_length=8)
+    start = slm_lm.tokenizer.decode(slm_lm.tokenizer.encode(long_text, add_bos=True)[1:8])
+    np.testing.assert_allclose(short.embed([long_text]), slm_lm.embed([start]), atol=1e-5)
+
+
+def test_slm_generate_returns_the_decoded_continuation_only(slm_lm):
+    prompts = ["糖尿病の既往歴があり、", "胸部X線で"]
+    texts = slm_lm.generate(prompts, max_new_tokens=6)
+    for prompt, text in zip(prompts, texts):
+        ids = slm_lm.tokenizer.encode(prompt, add_bos=True)
+        out = slm_lm.model.generate([ids], max_new_tokens=6)
+        assert text == slm_lm.tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=True)
+        assert slm_lm.generate([prompt], max_new_tokens=6) == [text]  # the same alone as left-padded
+
+
+@pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
+def test_sampling_is_reproducible_by_seed_and_leaves_the_global_rng_alone(lm_name, request):
+    lm = request.getfixturevalue(lm_name)
+    prompts = ["発熱", "咳嗽と喀痰", "腹痛"]
+    state = torch.get_rng_state()
+    first = lm.generate(prompts, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=3, batch_size=2)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert lm.generate(prompts, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=3, batch_size=2) == first
+    assert len(first) == 3 and all(isinstance(t, str) for t in first)
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate(prompts, temperature=-1.0)
+
+
+def test_hf_generate_continues_each_prompt_greedily(hf_lm):
+    prompts = ["発熱", "咳嗽と喀痰"]
+    texts = hf_lm.generate(prompts, max_new_tokens=5)
+    enc = hf_lm.tokenizer([prompts[1]], return_tensors="pt")
+    out = hf_lm.model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=hf_lm.tokenizer.pad_token_id)
+    assert texts[1] == hf_lm.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def test_hf_wraps_prompts_in_the_chat_template_when_there_is_one(hf_dir, monkeypatch):
+    lm = HFAdapter(hf_dir)
+    assert not lm.chat_template
+    lm.tokenizer.chat_template = "{% for m in messages %}[user]{{ m['content'] }}{% endfor %}[assistant]"
+    lm.chat_template = True
+    seen = []
+    generate = lm.model.generate
+    monkeypatch.setattr(lm.model, "generate", lambda input_ids, **kw: seen.append(input_ids) or generate(input_ids, **kw))
+    lm.generate(["発熱"], max_new_tokens=2)
+    assert lm.tokenizer.decode(seen[0][0]) == "[user]発熱[assistant]"

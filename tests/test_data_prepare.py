@@ -41,7 +41,7 @@ def test_prepare_writes_shards_report_and_summary(tmp_path, tokenizer_dir, tok):
         removed = sum(v for k, v in src.items() if k.startswith("removed:"))
         assert src["read"] == src["kept"] + removed
     assert notes["read"] == 2 and notes["kept"] == 1 and notes["read_errors"] == 2
-    assert notes["removed:exact_dedup"] == 1 or any(k.startswith("removed:") for k in notes)
+    assert notes["removed:exact_dedup"] == 1
     assert any("notes.jsonl line 4: not valid JSON" in e for e in report["read_errors"]["examples"])
     assert sample["tokens"] > 50_000 and sample["shards"] == -(-sample["kept"] // 20)
     summary = (out / "summary.txt").read_text(encoding="utf-8")
@@ -101,3 +101,33 @@ def test_cli_with_dotted_overrides(tmp_path, tokenizer_dir, capsys):
     assert "kept" in capsys.readouterr().out
     assert json.loads((tmp_path / "cli" / "report.json").read_text())["sources"]["sample"]["shards"] == 4
     assert main(["--config", str(path), "--no_such.field", "1"]) == 2
+
+
+def test_quality_stage_trains_a_forest_and_judges_chosen_sources(tmp_path, tokenizer_dir, tok):
+    from slm.config import ModelConfig
+    from slm.data.readers import ReadErrors, SourceConfig, read_documents
+    from slm.model import SLM
+
+    model_dir = tmp_path / "lm"
+    SLM(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, eos_token_id=tok.eos_id,
+                                pad_token_id=tok.pad_id)).save_pretrained(model_dir)
+    tok.save(model_dir / "tokenizer")
+    docs = list(read_documents(SourceConfig(name="sample", paths=[str(SAMPLE_CORPUS)]), ReadErrors()))
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join(json.dumps({"id": f"{d.path}:{d.line}", "label": "高" if i % 2 else "低"})
+                                for i, d in enumerate(docs[:20])) + "\n", encoding="utf-8")
+    cfg = config(tmp_path, tokenizer_dir, quality={"enabled": True, "lm": str(model_dir), "labels_file": str(labels),
+                                                   "n_estimators": 10}, quality_sources=["sample"])
+    report = prepare(cfg, progress=False)
+    sample, notes = report["sources"]["sample"], report["sources"]["notes"]
+    assert "quality" in report["stages"] and (tmp_path / "out" / "quality_classifier.npz").is_file()
+    assert sample["removed:quality"] + sample["kept"] + sum(
+        v for k, v in sample.items() if k.startswith("removed:") and k != "removed:quality") == 171
+    assert notes["removed:quality"] == 0  # not a judged source
+
+
+def test_shipped_data_config_is_valid():
+    from pathlib import Path
+
+    cfg = DataConfig.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "sample.yaml")
+    assert cfg.sources[0].paths == ["data/sample/corpus"] and not cfg.quality.enabled

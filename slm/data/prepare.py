@@ -1,5 +1,5 @@
 """Corpus preparation (report §2.1): read -> clean -> filter -> deduplicate -> decontaminate ->
-(quality) -> tokenize into shards, with a report of what was removed and why.
+(quality classifier, optional) -> tokenize into shards, with a report of what was removed and why.
 
     python -m slm.data.prepare --config configs/data/sample.yaml [--out DIR] [--strict] [--section.field value]
 
@@ -25,6 +25,7 @@ import resource
 import sys
 import time
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ from slm.data.decontam import DecontamConfig, build_decontam
 from slm.data.dedup import DedupConfig, build_dedup
 from slm.data.document import Document, Stage
 from slm.data.filters import FilterConfig, build_filters
+from slm.data.lm import load_lm
+from slm.data.quality import QualityConfig, QualityFilter, train_quality_classifier
 from slm.data.readers import ReadErrors, SourceConfig, read_documents
 from slm.data.shards import (DOCS_SUFFIX, shard_complete, shard_stem, token_dtype, write_manifest, write_shard)
 from tokenizer import JapaneseTokenizer
@@ -52,6 +55,8 @@ class DataConfig(Config):
     filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
     decontamination: DecontamConfig = dataclasses.field(default_factory=DecontamConfig)
+    quality: QualityConfig = dataclasses.field(default_factory=QualityConfig)
+    quality_sources: list[str] = dataclasses.field(default_factory=list)  # judged by the classifier; empty: all
     docs_per_shard: int = 10000
     num_workers: int = 0  # tokenizer processes; 0: one per core
     strict: bool = False  # stop at the first bad input line instead of counting it
@@ -64,6 +69,8 @@ class DataConfig(Config):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"DataConfig.sources: duplicate source names in {names}")
+        if set(self.quality_sources) - set(names):
+            raise ConfigError(f"DataConfig.quality_sources names unknown sources {sorted(set(self.quality_sources) - set(names))}")
         if self.docs_per_shard <= 0:
             raise ConfigError("DataConfig.docs_per_shard must be positive")
         try:
@@ -138,9 +145,44 @@ class _ShardWriter:
 # ---------------------------------------------------------------- the pipeline
 
 
+BATCH = 256  # documents that go through the stages together (the quality stage embeds them in one call)
+
+
 def build_stages(config: DataConfig) -> list[Stage]:
     """Filters, then deduplication, then decontamination (cheap and local first)."""
     return [*build_filters(config.filters), *build_dedup(config.dedup), *build_decontam(config.decontamination)]
+
+
+class _ForSources:
+    """A stage applied to the documents of some sources only; the others pass untouched."""
+
+    def __init__(self, stage, sources: list[str]):
+        self.stage, self.sources, self.name = stage, set(sources), stage.name
+
+    def filter_batch(self, docs: list[Document]) -> list[Document | None]:
+        chosen = [d for d in docs if not self.sources or d.source in self.sources]
+        judged = iter(self.stage.filter_batch(chosen) if chosen else [])
+        return [next(judged) if not self.sources or d.source in self.sources else d for d in docs]
+
+
+def build_quality_stage(config: DataConfig, out: Path, clean_config: CleanConfig, progress: bool) -> _ForSources:
+    """The report's quality classifier: label a sample of cleaned documents with the LM, embed, fit
+    a random forest (saved as `<out>/quality_classifier.npz`); the stage keeps predicted-high documents."""
+    lm = load_lm(config.quality.lm)
+    chosen = [s for s in config.sources if not config.quality_sources or s.name in config.quality_sources]
+    errors = ReadErrors(strict=config.strict)  # this pass only samples; the main pass counts bad input
+
+    def cleaned():
+        for source in chosen:
+            for doc in read_documents(source, errors):
+                doc.text = clean(doc.text, clean_config).strip()
+                if doc.text:
+                    yield doc
+
+    classifier = train_quality_classifier(lm, cleaned(), config.quality, progress=progress)
+    classifier.save(out / "quality_classifier.npz")
+    stage = QualityFilter(lm, classifier, config.quality.threshold, config.quality.batch_size)
+    return _ForSources(stage, config.quality_sources)
 
 
 def _check_resumable(out: Path, resolved: dict) -> None:
@@ -167,6 +209,8 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
     tok.save(out / "tokenizer")
     clean_config = CleanConfig.from_dict(config.clean)
     stages = build_stages(config)
+    if config.quality.enabled:
+        stages.append(build_quality_stage(config, out, clean_config, progress))
     errors = ReadErrors(strict=config.strict)
     num_workers = config.num_workers or os.cpu_count() or 1
     writer = _ShardWriter(out / "tokenizer", num_workers, token_dtype(tok.vocab_size), progress)
@@ -180,16 +224,15 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
             buffer: list[str] = []
             n_shards = 0
             errors_before = errors.total
-            for doc in tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress):
-                counts["read"] += 1
-                kept = _run_stages(doc, clean_config, cleaning_changes, stages, counts)
-                if kept is None:
-                    continue
-                counts["kept"] += 1
-                buffer.append(kept.text)
-                if len(buffer) == config.docs_per_shard:
-                    writer.submit(source.name, shard_stem(directory, n_shards), buffer)
-                    buffer, n_shards = [], n_shards + 1
+            documents = tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress)
+            for batch in _batched(documents, BATCH):
+                counts["read"] += len(batch)
+                for kept in _run_stages(batch, clean_config, cleaning_changes, stages, counts):
+                    counts["kept"] += 1
+                    buffer.append(kept.text)
+                    if len(buffer) == config.docs_per_shard:
+                        writer.submit(source.name, shard_stem(directory, n_shards), buffer)
+                        buffer, n_shards = [], n_shards + 1
             if buffer:
                 writer.submit(source.name, shard_stem(directory, n_shards), buffer)
                 n_shards += 1
@@ -207,19 +250,33 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
     return report
 
 
-def _run_stages(doc: Document, clean_config: CleanConfig, changes: Counter, stages: list[Stage],
-                counts: Counter) -> Document | None:
-    """Clean the document, then pass it through every stage; count where it was removed."""
-    doc.text = clean(doc.text, clean_config, changes).strip()
-    if not doc.text:
-        counts["removed:clean"] += 1
-        return None
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _run_stages(docs: list[Document], clean_config: CleanConfig, changes: Counter, stages: list,
+                counts: Counter) -> list[Document]:
+    """Clean the documents, then pass them through every stage in order; count where each was removed.
+
+    Stages see documents in input order either way; a stage with `filter_batch` gets them together.
+    """
+    for doc in docs:
+        doc.text = clean(doc.text, clean_config, changes).strip()
+    kept = [d for d in docs if d.text]
+    counts["removed:clean"] += len(docs) - len(kept)
     for stage in stages:
-        doc = stage(doc)
-        if doc is None:
-            counts[f"removed:{stage.name}"] += 1
-            return None
-    return doc
+        judged = stage.filter_batch(kept) if hasattr(stage, "filter_batch") else [stage(d) for d in kept]
+        survivors = [d for d in judged if d is not None]
+        counts[f"removed:{stage.name}"] += len(kept) - len(survivors)
+        kept = survivors
+    return kept
 
 
 def _report(config, per_source, writer, errors, cleaning_changes, stages, elapsed, num_workers) -> dict:
@@ -234,6 +291,7 @@ def _report(config, per_source, writer, errors, cleaning_changes, stages, elapse
         "read_errors": {"total": errors.total, "per_file": dict(errors.counts), "examples": errors.examples},
         "cleaning_changed_documents": dict(cleaning_changes),
         "stage_stats": {s.name: dict(s.stats) for s in stages if getattr(s, "stats", None)},
+        "quality_classifier": "quality_classifier.npz" if config.quality.enabled else None,
         "shards_resumed": writer.skipped,
         "seconds": elapsed,
         "num_workers": num_workers,

@@ -13,6 +13,7 @@ setup(
         "safetensors",
         "tqdm",
         "pyyaml",
+        "matplotlib",  # loss curves
         "sentencepiece",
         "fugashi",
         "unidic-lite",

@@ -1,63 +1,53 @@
-"""`make demo`: train a tokenizer on the shipped sample corpus, build the tiny model on its
-vocabulary, report its size, save it with its tokenizer, reload both and generate.
+"""The last step of `make demo`: load the newest checkpoint of a pretraining run, show what it
+generates, and report its held-out perplexity before and after training.
 
-The pretraining issue turns this into the real end-to-end run on the shipped
-sample data; until then it exercises tokenizer and model package top to bottom.
+    python -m slm.demo --run runs/pretrain/tiny-sample
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from pathlib import Path
 
-import torch
-
-from slm.config import ModelConfig
 from slm.model import SLM
+from slm.train.state import latest_checkpoint
 from tokenizer import JapaneseTokenizer
 
-SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample" / "corpus"
 PROMPTS = ["糖尿病の既往歴があり、", "胸部X線で浸潤影を認め"]
 
 
-def run(out: Path, preset: str = "tiny", seed: int = 0, corpus: Path = SAMPLE_CORPUS,
-        vocab_size: int = 8000) -> list[str]:
-    torch.manual_seed(seed)
-    tok = JapaneseTokenizer.train([corpus], out / "tokenizer", vocab_size=vocab_size, allow_smaller_vocab=True)
-    print(f"tokenizer: {tok.vocab_size:,} pieces; {tok.encode(PROMPTS[0])} <- {PROMPTS[0]!r}")
-
-    config = ModelConfig.from_preset(preset, vocab_size=tok.vocab_size, bos_token_id=tok.bos_id,
-                                     eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-    model = SLM(config)
-    seq = config.max_seq_len
-    print(f"model {preset}: {model.num_params():,} parameters "
-          f"({model.num_params(embeddings=False):,} without the embedding)")
-    print(f"training FLOPs per token at sequence {seq}: {model.flops_per_token(seq):,.0f}")
-    model_dir = out / "model"
-    model.save_pretrained(model_dir)
-    tok.save(model_dir / "tokenizer")
-    print(f"saved to {model_dir}/ ({', '.join(sorted(p.name for p in model_dir.iterdir()))})")
-
-    model, tok = SLM.from_pretrained(model_dir), JapaneseTokenizer.load(model_dir / "tokenizer")
+def run(run_dir: Path, seed: int = 0) -> dict:
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint; run train.py first")
+    model, tok = SLM.from_pretrained(checkpoint), JapaneseTokenizer.load(checkpoint / "tokenizer")
+    print(f"checkpoint {checkpoint}: {model.num_params():,} parameters, vocabulary {tok.vocab_size:,}")
     prompts = [tok.encode(p, add_bos=True) for p in PROMPTS]
-    greedy = model.generate(prompts, max_new_tokens=12)
-    sampled = model.generate(prompts, max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.9, seed=seed)
-    texts = []
-    for name, out_ids in (("greedy", greedy), ("sampled", sampled)):
-        for row in out_ids.tolist():
-            texts.append(tok.decode(row, skip_special_tokens=True))
-            print(f"{name:>8}: {texts[-1]!r}")
-    print("(an untrained model: the continuations are random pieces)")
-    return texts
+    texts = {}
+    for name, kwargs in (("greedy", {}), ("sampled", dict(do_sample=True, temperature=0.8, top_p=0.9, seed=seed))):
+        out = model.generate(prompts, max_new_tokens=40, repetition_penalty=1.1, **kwargs)
+        texts[name] = [tok.decode(row, skip_special_tokens=True) for row in out.tolist()]
+        for text in texts[name]:
+            print(f"{name:>8}: {text}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    ppl = {}
+    if evals:
+        ppl = {"before": math.exp(evals[0]["eval_loss"]), "after": math.exp(evals[-1]["eval_loss"]),
+               "steps": evals[-1]["step"]}
+        print(f"held-out perplexity: {ppl['before']:.1f} before training, {ppl['after']:.1f} after {ppl['steps']} steps")
+    print(f"loss curve: {run_dir / 'loss.png'}")
+    return {"texts": texts, "perplexity": ppl}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the tokenizer and model")
-    parser.add_argument("--preset", default="tiny", choices=sorted(ModelConfig.PRESETS))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/pretrain/tiny-sample"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    run(args.out, args.preset, args.seed)
+    run(args.run, args.seed)
 
 
 if __name__ == "__main__":

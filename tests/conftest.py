@@ -41,3 +41,18 @@ def tok(tokenizer_dir):
     from tokenizer import JapaneseTokenizer
 
     return JapaneseTokenizer.load(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, tokenizer_dir):
+    """The sample corpus prepared into shards: "clinical" (four files) and "heldout" (the fifth)."""
+    from slm.data.prepare import DataConfig, prepare
+
+    out = tmp_path_factory.mktemp("data")
+    files = sorted(SAMPLE_CORPUS.glob("*.txt"))
+    prepare(DataConfig.from_dict({
+        "out": str(out), "tokenizer": str(tokenizer_dir), "docs_per_shard": 50, "num_workers": 1,
+        "sources": [{"name": "clinical", "paths": [str(f) for f in files[:-1]]},
+                    {"name": "heldout", "paths": [str(files[-1])]}],
+        "dedup": {"capacity": 100000, "sentence_capacity": 1000000}}), progress=False)
+    return out

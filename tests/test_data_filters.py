@@ -179,3 +179,8 @@ def test_custom_wordlist_comments_and_widths(tmp_path):
     (tmp_path / "empty.txt").write_text("# only a comment\n", encoding="utf-8")
     with pytest.raises(ValueError, match="empty"):
         load_wordlist(tmp_path / "empty.txt")
+
+
+def test_copyright_sign_survives_cleaning_so_the_filter_sees_it():
+    doc = Document(clean("© 2023 某出版社 本ページの内容は教育目的で公開しています。"), "s", "p", 1)
+    assert Copyright()(doc) is None

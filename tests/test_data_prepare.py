@@ -83,10 +83,18 @@ def test_a_crash_midway_then_rerun_gives_byte_identical_shards(tmp_path, tokeniz
     assert not list(crashed.glob("*/.shard-*"))
 
 
-def test_rerun_with_another_config_is_refused(tmp_path, tokenizer_dir):
-    prepare(config(tmp_path, tokenizer_dir), progress=False)
+def test_rerun_with_another_config_or_tokenizer_is_refused(tmp_path, tokenizer_dir):
+    import shutil
+
+    tok_copy = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, tok_copy)
+    prepare(config(tmp_path, tok_copy), progress=False)
     with pytest.raises(ConfigError, match="different config"):
-        prepare(config(tmp_path, tokenizer_dir, docs_per_shard=7), progress=False)
+        prepare(config(tmp_path, tok_copy, docs_per_shard=7), progress=False)
+    settings = tok_copy / "tokenizer.json"
+    settings.write_text(settings.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # retrained, say
+    with pytest.raises(ConfigError, match="different config or tokenizer"):
+        prepare(config(tmp_path, tok_copy), progress=False)
 
 
 def test_strict_mode_stops_on_bad_input(tmp_path, tokenizer_dir):
@@ -130,4 +138,4 @@ def test_shipped_data_config_is_valid():
     from pathlib import Path
 
     cfg = DataConfig.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "sample.yaml")
-    assert cfg.sources[0].paths == ["data/sample/corpus"] and not cfg.quality.enabled
+    assert [s.name for s in cfg.sources] == ["clinical", "heldout"] and not cfg.quality.enabled

@@ -135,8 +135,8 @@ class Copyright:
     "All rights reserved", 無断転載, 無断複製, 転載を禁じます, 著作権は…に帰属します).
 
     A notice marks text whose owner reserved its reuse; the bare word 著作権 does not.
-    tokenizer.clean drops © (it is outside the allowed characters), so in the pipeline
-    the written-out forms are what this filter finds.
+    tokenizer.clean keeps © for this filter (Ⓒ, which NFKC turns into "C", is only
+    caught before cleaning).
     """
 
     name = "copyright"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import os
@@ -186,12 +187,21 @@ def build_quality_stage(config: DataConfig, out: Path, clean_config: CleanConfig
 
 
 def _check_resumable(out: Path, resolved: dict) -> None:
+    """Resume only what the same config and the same tokenizer would write again."""
     previous = out / "config.yaml"
     if previous.is_file() and yaml.safe_load(previous.read_text(encoding="utf-8")) != resolved:
         raise ConfigError(
-            f"{out} holds a preparation made with a different config ({previous}); "
+            f"{out} holds a preparation made with a different config or tokenizer ({previous}); "
             "use another --out, or delete the folder to start over"
         )
+
+
+def _tokenizer_digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("tokenizer.model", "tokenizer.json", "user.dic"):
+        if (directory / name).is_file():
+            digest.update((directory / name).read_bytes())
+    return digest.hexdigest()
 
 
 def prepare(config: DataConfig, progress: bool = True) -> dict:
@@ -199,7 +209,7 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
     start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = config.to_dict()
+    resolved = {**config.to_dict(), "tokenizer_sha256": _tokenizer_digest(Path(config.tokenizer))}
     _check_resumable(out, resolved)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), encoding="utf-8")
     for stale in out.glob("*/.shard-*.tmp-*"):  # half-written files of an interrupted run

@@ -1,0 +1,105 @@
+"""What a long run shows: JSONL metrics, TensorBoard when installed, a loss-curve PNG,
+and loss-spike detection (report §2.4.1 watched for spikes early in training).
+
+Only rank 0 writes; other ranks get a Monitor that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from pathlib import Path
+
+from slm.train.config import SpikeConfig
+
+
+class SpikeDetector:
+    """A loss above `factor` x the mean of the last `window` finite losses is a spike.
+    Spikes do not enter the window, so one spike cannot hide the next."""
+
+    def __init__(self, config: SpikeConfig):
+        self.config = config
+        self.recent: deque[float] = deque(maxlen=config.window)
+
+    def __call__(self, loss: float) -> bool:
+        full = len(self.recent) == self.recent.maxlen
+        spike = full and loss > self.config.factor * (sum(self.recent) / len(self.recent))
+        if not spike:
+            self.recent.append(loss)
+        return spike
+
+    def state_dict(self) -> list[float]:
+        return list(self.recent)
+
+    def load_state_dict(self, recent: list[float]) -> None:
+        self.recent.clear()
+        self.recent.extend(recent)
+
+
+class Monitor:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.plot_path = run_dir / "loss.png"
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional
+                pass
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None and "step" in record:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records of steps the resumed run will do again (they were lost with the crash)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if json.loads(line).get("step", -1) < step]
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def plot(self) -> None:
+        """loss.png: training loss per step (and held-out loss where measured), learning rate below."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+        train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r.get("loss", math.nan))]
+        held = [(r["step"], r["eval_loss"]) for r in records if r.get("kind") == "eval"]
+        lrs = [(r["step"], r["lr"]) for r in records if r.get("kind") == "train"]
+        if not train:
+            return
+        fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, height_ratios=[3, 1])
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+        if held:
+            ax.plot(*zip(*held), "o-", label="held-out loss")
+        ax.set_ylabel("cross-entropy (nats/token)")
+        ax.set_title(f"{self.path.parent.name}: loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        ax_lr.plot(*zip(*lrs), color="tab:green")
+        ax_lr.set_xlabel("optimizer step")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=100)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

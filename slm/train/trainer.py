@@ -1,0 +1,349 @@
+"""The pretraining loop (report §2.4.1), for one process, torchrun/DDP, or DeepSpeed ZeRO-2.
+
+The model knows nothing of this: DDP or DeepSpeed's engine, autocast, activation
+checkpointing and torch.compile wrap it here. Each optimizer step consumes
+`accumulation` micro-batches per process from the packed loader, so a step sees
+micro x processes x accumulation rows (the report: 8 x 4 x 32 = 1024).
+
+Everything a step depends on is in the checkpoint (weights, optimizer, RNG
+states, loader position, spike window), so a resumed run repeats the losses of
+an uninterrupted one exactly on one process in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from slm.checkpoint import load_pretrained, save_pretrained
+from slm.config import ConfigError, ModelConfig
+from slm.data.loader import PackedLoader
+from slm.model import SLM
+from slm.train import state as ckpt
+from slm.train.config import TrainConfig
+from slm.train.monitor import Monitor, SpikeDetector
+from slm.train.optim import build_optimizer, lr_at, set_lr
+
+
+class Run:
+    """Process-group facts: rank, world size, device (torchrun sets the environment)."""
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.item() / self.world_size
+
+
+def build_model(config: TrainConfig, vocab_size: int) -> SLM:
+    """A fresh model from a preset or config file, or one to continue pretraining from
+    (our checkpoint folder, or a transformers Llama/Mistral folder)."""
+    if config.init_from:
+        source = Path(config.init_from)
+        if not (source / "config.json").is_file():
+            raise ConfigError(f"TrainConfig.init_from: {source} has no config.json")
+        if "model_type" in json.loads((source / "config.json").read_text()):
+            from slm import hf
+
+            model = hf.load(source, **config.model_overrides)
+        else:
+            model = load_pretrained(source)
+            if config.model_overrides:
+                overridden = SLM(model.config.replace(**config.model_overrides))
+                overridden.load_state_dict(model.state_dict())
+                model = overridden
+        model = model.float()
+    else:  # a new model takes its vocabulary from the tokenizer the data was prepared with
+        model = SLM(ModelConfig.resolve(config.model).replace(**{"vocab_size": vocab_size, **config.model_overrides}))
+    if model.config.vocab_size != vocab_size:
+        raise ConfigError(f"the model's vocab_size={model.config.vocab_size} does not match the data's tokenizer "
+                          f"({vocab_size}); set model_overrides.vocab_size or prepare the data with its tokenizer")
+    if config.seq_len > model.config.max_seq_len:
+        raise ConfigError(f"TrainConfig.seq_len={config.seq_len} exceeds the model's max_seq_len={model.config.max_seq_len}")
+    return model
+
+
+def _data_vocab(data: Path) -> tuple[int, dict]:
+    settings = data / "tokenizer" / "tokenizer.json"
+    if not settings.is_file():
+        raise ConfigError(f"TrainConfig.data: {data} is not a prepared data folder (no tokenizer/tokenizer.json)")
+    tok = json.loads(settings.read_text(encoding="utf-8"))
+    return tok["training"]["vocab_size"], tok["special_tokens"]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        self.run = Run()
+        self.out = Path(config.out)
+        self.checkpoints = self.out / "checkpoints"
+        data = Path(config.data)
+        vocab, specials = _data_vocab(data)
+        self.accumulation = config.accumulation(self.run.world_size)
+        self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
+                                   config.seed, config.mixture)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, vocab).to(self.run.device)
+        self.model.config = self.model.config.replace(bos_token_id=specials["<begin_of_text>"],
+                                                      eos_token_id=specials["<end_of_text>"],
+                                                      pad_token_id=specials["<end_of_text>"])
+        self.warmup = config.warmup()
+        self.spikes = SpikeDetector(config.spike)
+        self.step = 0
+        self.rollbacks = 0
+        self._setup_engine()
+        latest = ckpt.latest_checkpoint(self.checkpoints) if resume else None
+        if resume and latest is None and self.run.main:
+            print(f"--resume: no complete checkpoint in {self.checkpoints}; starting from step 0")
+        if latest is not None:
+            self._restore(latest)
+        self.monitor = Monitor(self.out, self.run.main, config.tensorboard)
+        if self.run.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            self.monitor.truncate_after(self.step)
+
+    # ------------------------------------------------------------ engine: plain, DDP or DeepSpeed
+
+    def _setup_engine(self) -> None:
+        config, model = self.config, self.model
+        bf16 = config.precision == "bf16" or (config.precision == "auto" and self.run.device.type == "cuda")
+        if config.activation_checkpointing:
+            _checkpoint_blocks(model)
+        self.optimizer = build_optimizer(model, config.optim)
+        self.deepspeed = None
+        forward_model = torch.compile(model) if config.compile else model
+        if config.deepspeed:
+            import deepspeed
+
+            ds_config = json.loads(Path(config.deepspeed).read_text())
+            # Batch, accumulation, clipping and precision come from our config, so the two cannot disagree.
+            ds_config.update(train_micro_batch_size_per_gpu=config.micro_batch,
+                             gradient_accumulation_steps=self.accumulation, train_batch_size=config.global_batch,
+                             gradient_clipping=config.optim.grad_clip, bf16={"enabled": bf16})
+            self.deepspeed, self.optimizer, _, _ = deepspeed.initialize(model=forward_model, optimizer=self.optimizer,
+                                                                        config=ds_config)
+            self.forward = self.deepspeed
+            bf16 = False  # DeepSpeed keeps bf16 weights with float32 master copies itself: no autocast
+        elif self.run.world_size > 1:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                forward_model, device_ids=[self.run.device.index] if self.run.device.type == "cuda" else None)
+        else:
+            self.forward = forward_model
+        self.autocast = (lambda: torch.autocast(self.run.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+
+    # ------------------------------------------------------------ the loop
+
+    def _micro_loss(self, batch: dict, sync: bool) -> torch.Tensor:
+        batch = {k: v.to(self.run.device, non_blocking=True) for k, v in batch.items()}
+        doc_ids = batch["doc_ids"] if self.config.doc_masking else None
+        no_sync = self.forward.no_sync if isinstance(self.forward, torch.nn.parallel.DistributedDataParallel) and not sync else nullcontext
+        with no_sync():
+            with self.autocast():
+                loss = self.forward(batch["input_ids"], labels=batch["labels"], doc_ids=doc_ids).loss
+            if self.deepspeed is not None:
+                self.deepspeed.backward(loss)  # DeepSpeed divides by the accumulation steps itself
+            else:
+                (loss / self.accumulation).backward()
+        return loss.detach()
+
+    def train_step(self) -> dict:
+        start = time.perf_counter()
+        lr = lr_at(self.step, self.config.optim, self.warmup, self.config.steps)
+        set_lr(self.optimizer, lr)
+        losses = []
+        for i in range(self.accumulation):
+            losses.append(self._micro_loss(next(self.loader), sync=i == self.accumulation - 1))
+            if self.deepspeed is not None:
+                self.deepspeed.step()  # applies the update at the accumulation boundary only
+        loss = self.run.mean(torch.stack(losses).mean().item())
+        if self.deepspeed is not None:
+            grad_norm = float(self.deepspeed.get_global_grad_norm() or 0.0)
+            skipped = not math.isfinite(loss)
+        else:
+            grad_norm = self._clip()
+            skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
+            if skipped:  # a non-finite loss or gradient: no update from this batch
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - start
+        tokens = self.config.global_batch * self.config.seq_len
+        record = {"kind": "train", "step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                  "tokens": (self.step + 1) * tokens, "tok_per_s": tokens / elapsed, "skipped": skipped}
+        if self.run.device.type == "cuda":
+            record["mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            peak = _peak_flops(self.run.device)
+            if peak:
+                record["mfu"] = self.model.flops_per_token(self.config.seq_len) * tokens / elapsed / (peak * self.run.world_size)
+        self.step += 1
+        return record
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean held-out loss over the eval mixture's first `batches` micro-batches (the same rows every time)."""
+        ev = self.config.eval
+        if not (ev.mixture.weights or ev.mixture.epochs or ev.mixture.curriculum):
+            return None
+        loader = PackedLoader(self.config.data, self.config.seq_len, self.config.micro_batch, self.run.rank,
+                              self.run.world_size, seed=self.config.seed + 1, mixture=ev.mixture)
+        self.model.eval()
+        losses = []
+        for _ in range(ev.batches):
+            batch = next(loader)
+            with self.autocast():
+                losses.append(self.model(batch["input_ids"].to(self.run.device),
+                                         labels=batch["labels"].to(self.run.device)).loss.item())
+        self.model.train()
+        return self.run.mean(sum(losses) / len(losses))
+
+    def fit(self) -> dict:
+        config = self.config
+        self.model.train()
+        if self.step == 0:
+            self._log_eval()
+        bar = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", disable=not self.run.main)
+        result = {"stopped": None}
+        while self.step < config.steps:
+            record = self.train_step()
+            spike = record["skipped"] is False and self.spikes(record["loss"])
+            record["spike"] = spike
+            if self.step % config.log_every == 0 or self.step == config.steps or spike or record["skipped"]:
+                self.monitor.log(record)
+            bar.update()
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+            if spike and config.spike.action == "stop":
+                result["stopped"] = f"loss spike at step {record['step']}: {record['loss']:.3f}"
+                break
+            if spike and config.spike.action == "rollback" and self._rollback():
+                continue
+            if config.eval.every and self.step % config.eval.every == 0:
+                self._log_eval()
+            if self.step % config.checkpoint.every == 0 or self.step == config.steps:
+                self.save()
+        bar.close()
+        if not config.eval.every or self.step % config.eval.every:  # unless it was just evaluated
+            self._log_eval()
+        self.monitor.plot()
+        self.monitor.close()
+        result.update(step=self.step, out=str(self.out))
+        return result
+
+    def _log_eval(self) -> None:
+        loss = self.evaluate()
+        if loss is not None:
+            self.monitor.log({"kind": "eval", "step": self.step, "eval_loss": loss, "eval_ppl": math.exp(min(loss, 50))})
+
+    def _rollback(self) -> bool:
+        """Reload the last checkpoint but keep the loader moving on, so the batches that caused the
+        spike are skipped rather than repeated."""
+        latest = ckpt.latest_checkpoint(self.checkpoints)
+        if latest is None or self.rollbacks >= self.config.spike.max_rollbacks:
+            return False
+        self.rollbacks += 1
+        loader_state = self.loader.state_dict()
+        self._restore(latest)
+        self.loader.load_state_dict(loader_state)
+        self.monitor.log({"kind": "rollback", "step": self.step, "to": latest.name})
+        return True
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path | None:
+        """Write a checkpoint atomically (every rank takes part under DeepSpeed; rank 0 otherwise)."""
+        run = self.run
+        tmp = ckpt.begin(self.checkpoints, self.step) if run.main else None
+        run.barrier()
+        tmp = tmp or self.checkpoints / f".tmp-{ckpt.STEP_PREFIX}{self.step:07d}"
+        if self.deepspeed is not None:
+            self.deepspeed.save_checkpoint(str(tmp / "trainer_state" / "deepspeed"), tag="state")
+        final = None
+        if run.main:
+            save_pretrained(self.model, tmp)
+            tokenizer = Path(self.config.data) / "tokenizer"
+            if tokenizer.is_dir():
+                import shutil
+
+                shutil.copytree(tokenizer, tmp / "tokenizer")
+            ckpt.save_trainer_state(tmp, self.step, None if self.deepspeed else self.optimizer.state_dict(),
+                                    self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
+                                                              "rollbacks": self.rollbacks})
+            final = ckpt.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
+                                self.config.checkpoint.keep_every)
+        run.barrier()
+        return final
+
+    def _restore(self, directory: Path) -> None:
+        info, loader_state, optimizer_state = ckpt.load_trainer_state(directory)
+        if self.deepspeed is not None:
+            self.deepspeed.load_checkpoint(str(directory / "trainer_state" / "deepspeed"), tag="state")
+        else:
+            restored = load_pretrained(directory, device=self.run.device, dtype=torch.float32)
+            self.model.load_state_dict(restored.state_dict())
+            self.optimizer.load_state_dict(optimizer_state)
+        self.loader.load_state_dict(loader_state)
+        self.spikes.load_state_dict(info.get("spike_window", []))
+        self.rollbacks = info.get("rollbacks", 0)
+        self.step = info["step"]
+
+
+def _checkpoint_blocks(model: SLM) -> None:
+    """Activation checkpointing: recompute each block's activations in the backward pass."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in model.layers:
+        forward = block.forward
+        block.forward = lambda *args, _f=forward: checkpoint(_f, *args, use_reentrant=False)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of known GPUs, for MFU (bench/ measures the real matmul peak)."""
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12)):
+        if key in name:
+            return flops
+    return None
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Run (or resume) pretraining; a notebook can call this as train.py does."""
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,165 @@
+"""Pretraining: checkpoints, exact resume after SIGKILL, crash during a save, bad configs, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from slm.config import ConfigError
+from slm.model import SLM
+from slm.train.config import TrainConfig
+from slm.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_config(tmp_path, data_dir, name="run", **overrides) -> dict:
+    config = {
+        "out": str(tmp_path / name), "data": str(data_dir), "mixture": {"weights": {"clinical": 1.0}},
+        "model": "tiny", "model_overrides": {"d_model": 32, "n_heads": 2, "n_kv_heads": 1, "d_mlp": 64},
+        "seq_len": 32, "micro_batch": 2, "global_batch": 4, "steps": 12, "log_every": 1, "tensorboard": False,
+        "optim": {"lr": 3e-3, "warmup_steps": 3}, "checkpoint": {"every": 3, "keep_last": 2},
+        "eval": {"batches": 2, "mixture": {"weights": {"heldout": 1.0}}},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+    return config
+
+
+def losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def write_config(tmp_path, config, name="train.yaml") -> Path:
+    path = tmp_path / name
+    TrainConfig.from_dict(config).save(path)
+    return path
+
+
+def cli(config_path, *args, env=None, nproc=1) -> subprocess.Popen:
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+                     str(29500 + os.getpid() % 1000)]
+    return subprocess.Popen([*launcher, str(ROOT / "train.py"), "--config", str(config_path), *args], cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc) -> str:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def test_training_logs_checkpoints_and_lowers_the_loss(tmp_path, data_dir):
+    result = train(TrainConfig.from_dict(run_config(tmp_path, data_dir, steps=30)))
+    run = tmp_path / "run"
+    assert result["step"] == 30
+    steps = losses(run)
+    assert sorted(steps) == list(range(30))
+    assert sum(list(steps.values())[-5:]) < sum(list(steps.values())[:5])
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 30] and evals[1]["eval_loss"] < evals[0]["eval_loss"]
+    assert {"lr", "grad_norm", "tok_per_s", "tokens"} <= set(records[1])
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-0000027", "step-0000030"]
+    assert (ckpts / "latest").read_text().strip() == "step-0000030"
+    model = SLM.from_pretrained(ckpts / "step-0000030")
+    assert model.config.eos_token_id is not None and (ckpts / "step-0000030" / "tokenizer" / "tokenizer.model").is_file()
+    assert (run / "loss.png").stat().st_size > 5000 and (run / "config.yaml").is_file()
+
+
+def test_killed_run_resumes_with_bitwise_identical_losses(tmp_path, data_dir):
+    reference = write_config(tmp_path, run_config(tmp_path, data_dir, "straight"), "straight.yaml")
+    finish(cli(reference))
+    expected = losses(tmp_path / "straight")
+
+    interrupted = write_config(tmp_path, run_config(tmp_path, data_dir, "killed"), "killed.yaml")
+    proc = cli(interrupted)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 9):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert len(losses(tmp_path / "killed")) < 12
+    finish(cli(interrupted, "--resume"))
+    assert losses(tmp_path / "killed") == expected  # float32 on one process: exactly the same numbers
+
+
+def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, data_dir):
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, "crash"))
+    proc = cli(path, env={"SLM_FAULT_IN_CHECKPOINT": "9"})
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    ckpts = tmp_path / "crash" / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "step-0000006"
+    assert (ckpts / ".tmp-step-0000009" / "model.safetensors").is_file()  # the half-committed one
+    SLM.from_pretrained(ckpts / "step-0000006")
+    finish(cli(path, "--resume"))
+    assert sorted(losses(tmp_path / "crash")) == list(range(12))
+    assert not list(ckpts.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"optimm": {"lr": 1.0}}, r"unknown TrainConfig field\(s\) \['optimm'\]"),
+        ({"optim": {"lr": 1e-3, "warmup_step": 5}}, r"unknown OptimConfig field\(s\) \['warmup_step'\]"),
+        ({"global_batch": 5}, "micro_batch=2 must divide global_batch=5"),
+        ({"data": "/nonexistent/data"}, "not a prepared data folder"),
+        ({"mixture": {"weights": {"wikipedia": 1.0}}}, "not prepared"),
+        ({"model_overrides": {"vocab_size": 100}}, "does not match the data's tokenizer"),
+        ({"seq_len": 4096}, "exceeds the model's max_seq_len"),
+    ],
+)
+def test_bad_configs_fail_before_training_naming_the_key(tmp_path, data_dir, change, message):
+    with pytest.raises(ConfigError, match=message):
+        train(TrainConfig.from_dict(run_config(tmp_path, data_dir, **change)))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_global_batch_must_split_over_processes():
+    config = TrainConfig(data="x", micro_batch=2, global_batch=6)
+    assert config.accumulation(1) == 3
+    with pytest.raises(ConfigError, match="not a multiple of micro_batch x processes = 2 x 2"):
+        config.accumulation(2)
+
+
+def test_nonfinite_loss_skips_the_step(tmp_path, data_dir, monkeypatch):
+    from slm.train import trainer as tr
+
+    real = tr.Trainer._micro_loss
+    calls = []
+
+    def poisoned(self, batch, sync):
+        calls.append(1)
+        loss = real(self, batch, sync)
+        return torch.tensor(float("nan")) if len(calls) in (3, 4) else loss  # step 1's micro-batches
+
+    monkeypatch.setattr(tr.Trainer, "_micro_loss", poisoned)
+    train(TrainConfig.from_dict(run_config(tmp_path, data_dir, steps=3)))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if r["kind"] == "train"] == [False, True, False]
+
+
+def test_two_processes_with_ddp_match_one_process(tmp_path, data_dir):
+    no_dropout = {"d_model": 32, "n_heads": 2, "n_kv_heads": 1, "d_mlp": 64, "attn_dropout": 0.0, "resid_dropout": 0.0}
+    single = write_config(tmp_path, run_config(tmp_path, data_dir, "single", steps=5, global_batch=8,
+                                               model_overrides=no_dropout), "single.yaml")
+    double = write_config(tmp_path, run_config(tmp_path, data_dir, "ddp", steps=5, global_batch=8,
+                                               model_overrides=no_dropout), "ddp.yaml")
+    finish(cli(single))
+    finish(cli(double, nproc=2))
+    a, b = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    assert sorted(a) == sorted(b) == list(range(5))
+    assert max(abs(a[s] - b[s]) for s in a) < 1e-6

@@ -9,9 +9,12 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 .PHONY: test demo bench clean
 
+# torch first, then everything else without build isolation: DeepSpeed ships as source and
+# its build imports torch, which an isolated build would fetch again (as a CUDA build).
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $@
 
 test: $(STAMP)

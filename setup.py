@@ -22,6 +22,6 @@ setup(
         "deepspeed": ["deepspeed"],
         "flash": ["flash-attn>=2"],
         "quality": ["scikit-learn"],  # the random-forest quality classifier (report §2.1)
-        "dev": ["pytest", "transformers>=5", "scikit-learn"],
+        "dev": ["pytest", "transformers>=5", "scikit-learn", "deepspeed"],
     },
 )

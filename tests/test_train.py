@@ -43,19 +43,53 @@ def write_config(tmp_path, config, name="train.yaml") -> Path:
     return path
 
 
+_ports = iter(range(29500 + os.getpid() % 500 * 20, 30000 + os.getpid() % 500 * 20))
+
+
 def cli(config_path, *args, env=None, nproc=1) -> subprocess.Popen:
+    """train.py in a new session (so a SIGKILL can reach torchrun and all its workers at once)."""
     launcher = [sys.executable]
     if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-                     str(29500 + os.getpid() % 1000)]
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(next(_ports))]
     return subprocess.Popen([*launcher, str(ROOT / "train.py"), "--config", str(config_path), *args], cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_after(proc, run: Path, steps: int) -> None:
+    """SIGKILL the launcher and every worker once `steps` training steps are logged."""
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and len(losses(run)) >= steps):
+        time.sleep(0.01)
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
 
 
 def finish(proc) -> str:
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, "\n".join(line for line in err.splitlines() if not line.startswith("pretrain"))[-5000:]
     return out
 
 
@@ -84,13 +118,7 @@ def test_killed_run_resumes_with_bitwise_identical_losses(tmp_path, data_dir):
     expected = losses(tmp_path / "straight")
 
     interrupted = write_config(tmp_path, run_config(tmp_path, data_dir, "killed"), "killed.yaml")
-    proc = cli(interrupted)
-    metrics = tmp_path / "killed" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 9):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    kill_after(cli(interrupted), tmp_path / "killed", 8)
     assert len(losses(tmp_path / "killed")) < 12
     finish(cli(interrupted, "--resume"))
     assert losses(tmp_path / "killed") == expected  # float32 on one process: exactly the same numbers
@@ -152,14 +180,42 @@ def test_nonfinite_loss_skips_the_step(tmp_path, data_dir, monkeypatch):
     assert [r["skipped"] for r in records if r["kind"] == "train"] == [False, True, False]
 
 
-def test_two_processes_with_ddp_match_one_process(tmp_path, data_dir):
-    no_dropout = {"d_model": 32, "n_heads": 2, "n_kv_heads": 1, "d_mlp": 64, "attn_dropout": 0.0, "resid_dropout": 0.0}
+NO_DROPOUT = {"d_model": 32, "n_heads": 2, "n_kv_heads": 1, "d_mlp": 64, "attn_dropout": 0.0, "resid_dropout": 0.0}
+ZERO2 = str(ROOT / "configs" / "deepspeed" / "zero2.json")
+
+
+def needs_deepspeed(engine):
+    if engine == "deepspeed":
+        pytest.importorskip("deepspeed")
+        return ["--deepspeed", ZERO2]
+    return []
+
+
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
+def test_two_processes_match_one_process_with_the_same_effective_batch(tmp_path, data_dir, engine):
+    extra = needs_deepspeed(engine)
     single = write_config(tmp_path, run_config(tmp_path, data_dir, "single", steps=5, global_batch=8,
-                                               model_overrides=no_dropout), "single.yaml")
-    double = write_config(tmp_path, run_config(tmp_path, data_dir, "ddp", steps=5, global_batch=8,
-                                               model_overrides=no_dropout), "ddp.yaml")
+                                               model_overrides=NO_DROPOUT), "single.yaml")
+    double = write_config(tmp_path, run_config(tmp_path, data_dir, engine, steps=5, global_batch=8,
+                                               model_overrides=NO_DROPOUT), f"{engine}.yaml")
     finish(cli(single))
-    finish(cli(double, nproc=2))
-    a, b = losses(tmp_path / "single"), losses(tmp_path / "ddp")
+    finish(cli(double, *extra, nproc=2))
+    a, b = losses(tmp_path / "single"), losses(tmp_path / engine)
     assert sorted(a) == sorted(b) == list(range(5))
     assert max(abs(a[s] - b[s]) for s in a) < 1e-6
+
+
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
+def test_killed_two_process_run_resumes_on_the_same_losses(tmp_path, data_dir, engine):
+    extra = needs_deepspeed(engine)
+    config = run_config(tmp_path, data_dir, "reference", steps=40, global_batch=8, model_overrides=NO_DROPOUT,
+                        checkpoint={"every": 2, "keep_last": 2})
+    finish(cli(write_config(tmp_path, config, "reference.yaml")))
+    expected = losses(tmp_path / "reference")
+    path = write_config(tmp_path, {**config, "out": str(tmp_path / "killed")}, "killed.yaml")
+    kill_after(cli(path, *extra, nproc=2), tmp_path / "killed", 5)
+    assert len(losses(tmp_path / "killed")) < 40
+    finish(cli(path, "--resume", *extra, nproc=2))
+    got = losses(tmp_path / "killed")
+    assert sorted(got) == list(range(40))
+    assert max(abs(got[s] - expected[s]) for s in expected) < 1e-6

@@ -342,8 +342,10 @@ def _peak_flops(device: torch.device) -> float | None:
 def train(config: TrainConfig, resume: bool = False) -> dict:
     """Run (or resume) pretraining; a notebook can call this as train.py does."""
     trainer = Trainer(config, resume=resume)
-    try:
-        return trainer.fit()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    result = trainer.fit()
+    # Only after success, and together: a rank that tears gloo down while another still talks to it
+    # aborts; after an exception, a collective shutdown could hang instead (torchrun ends the ranks).
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return result

@@ -219,3 +219,89 @@ def test_killed_two_process_run_resumes_on_the_same_losses(tmp_path, data_dir, e
     got = losses(tmp_path / "killed")
     assert sorted(got) == list(range(40))
     assert max(abs(got[s] - expected[s]) for s in expected) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["tiny-sample.yaml", "ncvc-slm-1b.yaml", "clinical-cpt-llama.yaml"])
+def test_shipped_pretraining_configs_are_valid(name):
+    config = TrainConfig.load(ROOT / "configs" / "pretrain" / name)
+    assert config.global_batch % config.micro_batch == 0
+
+
+def test_report_preset_batch_is_8_x_4_x_32():
+    config = TrainConfig.load(ROOT / "configs" / "pretrain" / "ncvc-slm-1b.yaml")
+    assert (config.micro_batch, config.accumulation(4), config.global_batch) == (8, 32, 1024)
+    assert (config.warmup(), config.optim.lr, config.checkpoint.every) == (750, 1e-3, 3200)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    from slm.train.optim import lr_at
+
+    optim = TrainConfig(data="x").optim
+    lrs = [lr_at(s, optim, 750, 24000) for s in range(24000)]
+    assert lrs[0] == pytest.approx(1e-3 / 750) and lrs[749] == pytest.approx(1e-3)
+    assert max(lrs) == pytest.approx(1e-3) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert TrainConfig(data="x", steps=1000, optim={"warmup_steps": None, "warmup_fraction": 0.01}).warmup() == 10
+
+
+def test_weight_decay_applies_to_matrices_only():
+    from slm.config import ModelConfig
+    from slm.train.optim import param_groups
+
+    decay, no_decay = param_groups(SLM(ModelConfig.from_preset("tiny", vocab_size=64)), 0.1)
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+
+
+def test_activation_checkpointing_gives_the_same_losses(tmp_path, data_dir):
+    plain = run_config(tmp_path, data_dir, "plain", steps=4, model_overrides=NO_DROPOUT)
+    train(TrainConfig.from_dict(plain))
+    train(TrainConfig.from_dict({**plain, "out": str(tmp_path / "ac"), "activation_checkpointing": True}))
+    assert losses(tmp_path / "plain") == losses(tmp_path / "ac")
+
+
+def test_continued_pretraining_from_our_checkpoint_and_from_a_transformers_folder(tmp_path, data_dir, tok):
+    from slm import hf
+
+    train(TrainConfig.from_dict(run_config(tmp_path, data_dir, "base", steps=3)))
+    base = tmp_path / "base" / "checkpoints" / "step-0000003"
+    cont = train(TrainConfig.from_dict(run_config(tmp_path, data_dir, "cont", steps=2, init_from=str(base))))
+    assert cont["step"] == 2 and losses(tmp_path / "cont")[0] < losses(tmp_path / "base")[0]
+    hf.export(SLM.from_pretrained(base), tmp_path / "hf")
+    train(TrainConfig.from_dict(run_config(tmp_path, data_dir, "from_hf", steps=2, init_from=str(tmp_path / "hf"),
+                                           model_overrides={"resid_dropout": 0.0})))
+    assert losses(tmp_path / "from_hf")[0] < losses(tmp_path / "base")[0]
+
+
+@pytest.mark.parametrize("action", ["stop", "rollback"])
+def test_a_loss_spike_stops_or_rolls_back(tmp_path, data_dir, monkeypatch, action):
+    from slm.train import trainer as tr
+
+    real, calls = tr.Trainer._micro_loss, []
+
+    def spiky(self, batch, sync):
+        calls.append(1)
+        loss = real(self, batch, sync)
+        return loss * 10 if len(calls) in (13, 14) else loss  # step 6 of 2 micro-batches each
+
+    monkeypatch.setattr(tr.Trainer, "_micro_loss", spiky)
+    config = run_config(tmp_path, data_dir, steps=9, spike={"action": action, "window": 4, "factor": 2.0})
+    result = train(TrainConfig.from_dict(config))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("spike")] == [6]
+    if action == "stop":
+        assert result["stopped"].startswith("loss spike at step 6") and result["step"] == 7
+    else:
+        assert [r["to"] for r in records if r["kind"] == "rollback"] == ["step-0000006"]
+        assert result["step"] == 9 and result["stopped"] is None
+
+
+def test_retention_keeps_the_last_and_every_nth(tmp_path):
+    from slm.train import state
+
+    ckpts = tmp_path / "checkpoints"
+    for step in range(1, 8):
+        tmp = state.begin(ckpts, step)
+        (tmp / "trainer_state" / "trainer.json").write_text("{}")
+        state.commit(tmp, ckpts, step, keep_last=2, keep_every=3)
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-0000003", "step-0000006", "step-0000007"]
+    assert state.latest_checkpoint(ckpts).name == "step-0000007"

@@ -139,3 +139,36 @@ def test_shipped_data_config_is_valid():
 
     cfg = DataConfig.load(Path(__file__).resolve().parents[1] / "configs" / "data" / "sample.yaml")
     assert [s.name for s in cfg.sources] == ["clinical", "heldout"] and not cfg.quality.enabled
+
+
+def test_sigkill_midway_then_rerun_gives_byte_identical_shards(tmp_path, tokenizer_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "many"
+    corpus.mkdir()
+    for i in range(8):  # enough documents that tokenizing takes seconds, not milliseconds
+        for f in SAMPLE_CORPUS.glob("*.txt"):
+            (corpus / f"{i}-{f.name}").write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    base = dict(tokenizer=str(tokenizer_dir), docs_per_shard=10, num_workers=1,
+                sources=[{"name": "big", "paths": [str(corpus)]}],
+                dedup={"exact_documents": False, "repeated_sentences": False})
+    prepare(DataConfig.from_dict({**base, "out": str(tmp_path / "clean")}), progress=False)
+
+    path = tmp_path / "data.yaml"
+    DataConfig.from_dict({**base, "out": str(tmp_path / "killed")}).save(path)
+    proc = subprocess.Popen([sys.executable, "-m", "slm.data.prepare", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "big" / "shard-00003.docs.npy"
+    deadline = time.time() + 120
+    while time.time() < deadline and not first.exists():
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "big" / "manifest.json").exists()  # it really stopped midway
+    assert main(["--config", str(path)]) == 0
+    assert json.loads((tmp_path / "killed" / "report.json").read_text())["shards_resumed"] >= 4
+    assert shard_bytes(tmp_path / "killed") == shard_bytes(tmp_path / "clean")

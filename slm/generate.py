@@ -98,7 +98,8 @@ def generate(
     if T >= config.max_seq_len:
         raise ValueError(f"prompt of {T} tokens leaves no room within max_seq_len={config.max_seq_len}")
     if T + max_new_tokens > config.max_seq_len:
-        warnings.warn(f"max_new_tokens={max_new_tokens} cut to {config.max_seq_len - T} by max_seq_len={config.max_seq_len}")
+        warnings.warn(f"max_new_tokens={max_new_tokens} cut to {config.max_seq_len - T} by max_seq_len={config.max_seq_len}",
+                      stacklevel=2)
         max_new_tokens = config.max_seq_len - T
 
     generator = None

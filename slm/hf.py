@@ -145,7 +145,8 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
     window = hf.get("sliding_window")
     if window is not None and window < max_len:
         # Within one window, sliding-window attention is ordinary causal attention.
-        warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}")
+        warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}",
+                      stacklevel=2)
         max_len = window
     d, h = hf["hidden_size"], hf["num_attention_heads"]
     head_dim = hf.get("head_dim")

@@ -35,6 +35,18 @@ def _fail(error: CorpusError, on_error: OnError | None) -> None:
     on_error(error)
 
 
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    """Lists of up to n consecutive items (itertools.batched arrives only in Python 3.12)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def list_files(inputs: Iterable[str | Path]) -> list[Path]:
     """Files named directly, and every file under named directories (sorted, hidden ones skipped)."""
     files = []

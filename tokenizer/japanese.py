@@ -55,7 +55,7 @@ class JapaneseTokenizer:
         if self.settings["unidic_version"] != unidic_version():
             warnings.warn(
                 f"{settings_path}: trained with unidic-lite {self.settings['unidic_version']}, "
-                f"this environment has {unidic_version()}; morphemes may differ"
+                f"this environment has {unidic_version()}; morphemes may differ", stacklevel=2
             )
         self.clean_config = CleanConfig.from_dict(self.settings["clean"])
         self._sp = spm.SentencePieceProcessor(model_file=str(self.directory / MODEL_FILE))

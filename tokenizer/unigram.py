@@ -20,14 +20,14 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
 from tqdm import tqdm
 
 from tokenizer.clean import CleanConfig, clean, normalize
-from tokenizer.corpus import list_files, read_texts
+from tokenizer.corpus import batched, list_files, read_texts
 from tokenizer.japanese import (BOS, CHAT_TOKENS, EOS, FORMAT_VERSION, MODEL_FILE, NEWLINE, SETTINGS_FILE, TERMS_FILE,
                                 USER_DICT_FILE)
 from tokenizer.morph import STARTER_DICT, Morphology, build_user_dict, unidic_version
@@ -64,17 +64,6 @@ def _count_morphemes(lines: list[str]) -> tuple[Counter, Counter, int, int]:
     return counts, changes, chars, n_bytes
 
 
-def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
-    batch = []
-    for t in texts:
-        batch.append(t)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def count_morphemes(inputs, user_dict: Path | None, clean_config: CleanConfig, num_workers: int,
                     encoding: str = "utf-8", text_field: str = "text", progress: bool = True):
     """Count the morphemes of the cleaned corpus, in parallel, with a progress bar over input bytes."""
@@ -84,7 +73,7 @@ def count_morphemes(inputs, user_dict: Path | None, clean_config: CleanConfig, n
     n_chars = 0
     args = (str(user_dict) if user_dict else None, clean_config.to_dict(), encoding)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="counting morphemes", disable=not progress)
-    batches = _batches(read_texts(files, text_field, encoding), LINES_PER_TASK)
+    batches = batched(read_texts(files, text_field, encoding), LINES_PER_TASK)
     pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_counter, args) if num_workers > 1 else None
     if pool is None:
         _init_counter(*args)

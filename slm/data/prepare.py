@@ -26,7 +26,6 @@ import resource
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +43,7 @@ from slm.data.readers import ReadErrors, SourceConfig, read_documents
 from slm.data.shards import (DOCS_SUFFIX, shard_complete, shard_stem, token_dtype, write_manifest, write_shard)
 from tokenizer import JapaneseTokenizer
 from tokenizer.clean import CleanConfig, clean
-from tokenizer.corpus import CorpusError
+from tokenizer.corpus import CorpusError, batched
 
 
 @dataclasses.dataclass
@@ -235,7 +234,7 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
             n_shards = 0
             errors_before = errors.total
             documents = tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress)
-            for batch in _batched(documents, BATCH):
+            for batch in batched(documents, BATCH):
                 counts["read"] += len(batch)
                 for kept in _run_stages(batch, clean_config, cleaning_changes, stages, counts):
                     counts["kept"] += 1
@@ -258,17 +257,6 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "summary.txt").write_text(summary_table(report), encoding="utf-8")
     return report
-
-
-def _batched(items: Iterable, n: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _run_stages(docs: list[Document], clean_config: CleanConfig, changes: Counter, stages: list,

@@ -79,20 +79,34 @@ class JapaneseTokenizer:
         return cls(out)
 
     def save(self, directory: str | Path) -> None:
-        """Copy the tokenizer folder to `directory` (e.g. into a model checkpoint)."""
+        """Write the tokenizer folder to `directory` (e.g. into a model checkpoint), added tokens included."""
         directory = Path(directory)
-        if directory.resolve() == self.directory.resolve():
-            return
         directory.mkdir(parents=True, exist_ok=True)
-        for name in (MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE):
-            if (self.directory / name).is_file():
-                shutil.copy2(self.directory / name, directory / name)
+        if directory.resolve() != self.directory.resolve():
+            for name in (MODEL_FILE, USER_DICT_FILE, TERMS_FILE):
+                if (self.directory / name).is_file():
+                    shutil.copy2(self.directory / name, directory / name)
+        text = json.dumps(self.settings, ensure_ascii=False, indent=2) + "\n"
+        (directory / SETTINGS_FILE).write_text(text, encoding="utf-8")
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> list[str]:
+        """Append special tokens after the Unigram vocabulary and return those that were new.
+
+        The report's path (§2.4.2): a base tokenizer without chat tokens gets them at
+        fine-tuning time, 32768 -> 32771, and the model's embedding grows to match.
+        """
+        added = [t for t in dict.fromkeys(tokens) if t not in self.special_tokens]
+        for token in added:
+            self.special_tokens[token] = self.vocab_size
+            self._special_by_id[self.special_tokens[token]] = token
+            self.settings.setdefault("added_tokens", []).append(token)
+        return added
 
     # ------------------------------------------------------------ ids
 
     @property
     def vocab_size(self) -> int:
-        return self._sp.get_piece_size()
+        return self._sp.get_piece_size() + len(self.settings.get("added_tokens", []))
 
     @property
     def bos_id(self) -> int:
@@ -117,7 +131,7 @@ class JapaneseTokenizer:
         return self.special_tokens[token]
 
     def id_to_piece(self, i: int) -> str:
-        return self._sp.id_to_piece(i)
+        return self._special_by_id[i] if i >= self._sp.get_piece_size() else self._sp.id_to_piece(i)
 
     # ------------------------------------------------------------ encode / decode
 

@@ -1,0 +1,1 @@
+"""Instruction tuning (report §2.4.2): the chat template, loss masks and packing, NEFTune, LoRA."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,7 +32,7 @@ from slm.model import SLM
 from slm.train import state as ckpt
 from slm.train.config import TrainConfig
 from slm.train.monitor import Monitor, SpikeDetector
-from slm.train.optim import build_optimizer, lr_at, set_lr
+from slm.train.optim import build_optimizer, lr_at, param_groups, set_lr
 
 
 class Run:
@@ -100,21 +101,18 @@ def _data_vocab(data: Path) -> tuple[int, dict]:
 
 
 class Trainer:
+    """The loop, checkpoints and logging. Subclasses (instruction tuning) change what is loaded,
+    what a micro-batch passes to the model, what a checkpoint holds and how it is judged."""
+
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = config
         self.run = Run()
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
-        data = Path(config.data)
-        vocab, specials = _data_vocab(data)
         self.accumulation = config.accumulation(self.run.world_size)
-        self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
-                                   config.seed, config.mixture)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, vocab).to(self.run.device)
-        self.model.config = self.model.config.replace(bos_token_id=specials["<begin_of_text>"],
-                                                      eos_token_id=specials["<end_of_text>"],
-                                                      pad_token_id=specials["<end_of_text>"])
+        self.setup()
+        self.model.to(self.run.device)
         self.warmup = config.warmup()
         self.spikes = SpikeDetector(config.spike)
         self.step = 0
@@ -131,6 +129,36 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
             self.monitor.truncate_after(self.step)
 
+    def setup(self) -> None:
+        """The loader, the model and the tokenizer folder that goes into checkpoints."""
+        config = self.config
+        data = Path(config.data)
+        vocab, specials = _data_vocab(data)
+        self.tokenizer_dir = data / "tokenizer"
+        self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
+                                   config.seed, config.mixture)
+        self.model = build_model(config, vocab)
+        self.model.config = self.model.config.replace(bos_token_id=specials["<begin_of_text>"],
+                                                      eos_token_id=specials["<end_of_text>"],
+                                                      pad_token_id=specials["<end_of_text>"])
+
+    def param_groups(self) -> list[dict]:
+        return param_groups(self.model, self.config.optim.weight_decay)
+
+    def model_inputs(self, batch: dict) -> dict:
+        """Keyword arguments of the model for one micro-batch (already on the device)."""
+        return {"labels": batch["labels"], "doc_ids": batch["doc_ids"] if self.config.doc_masking else None}
+
+    def save_model(self, directory: Path) -> None:
+        save_pretrained(self.model, directory)
+
+    def restore_model(self, directory: Path) -> None:
+        restored = load_pretrained(directory, device=self.run.device, dtype=torch.float32)
+        self.model.load_state_dict(restored.state_dict())
+
+    def after_save(self, final: Path) -> None:
+        """Rank 0, after a checkpoint is committed (instruction tuning judges it here)."""
+
     # ------------------------------------------------------------ engine: plain, DDP or DeepSpeed
 
     def _setup_engine(self) -> None:
@@ -138,7 +166,7 @@ class Trainer:
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.run.device.type == "cuda")
         if config.activation_checkpointing:
             _checkpoint_blocks(model)
-        self.optimizer = build_optimizer(model, config.optim)
+        self.optimizer = build_optimizer(self.param_groups(), config.optim)
         self.deepspeed = None
         forward_model = torch.compile(model) if config.compile else model
         if config.deepspeed:
@@ -164,11 +192,10 @@ class Trainer:
 
     def _micro_loss(self, batch: dict, sync: bool) -> torch.Tensor:
         batch = {k: v.to(self.run.device, non_blocking=True) for k, v in batch.items()}
-        doc_ids = batch["doc_ids"] if self.config.doc_masking else None
         no_sync = self.forward.no_sync if isinstance(self.forward, torch.nn.parallel.DistributedDataParallel) and not sync else nullcontext
         with no_sync():
             with self.autocast():
-                loss = self.forward(batch["input_ids"], labels=batch["labels"], doc_ids=doc_ids).loss
+                loss = self.forward(batch["input_ids"], **self.model_inputs(batch)).loss
             if self.deepspeed is not None:
                 self.deepspeed.backward(loss)  # DeepSpeed divides by the accumulation steps itself
             else:
@@ -293,17 +320,15 @@ class Trainer:
             self.deepspeed.save_checkpoint(str(tmp / "trainer_state" / "deepspeed"), tag="state")
         final = None
         if run.main:
-            save_pretrained(self.model, tmp)
-            tokenizer = Path(self.config.data) / "tokenizer"
-            if tokenizer.is_dir():
-                import shutil
-
-                shutil.copytree(tokenizer, tmp / "tokenizer")
+            self.save_model(tmp)
+            if self.tokenizer_dir.is_dir():
+                shutil.copytree(self.tokenizer_dir, tmp / "tokenizer")
             ckpt.save_trainer_state(tmp, self.step, None if self.deepspeed else self.optimizer.state_dict(),
                                     self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
                                                               "rollbacks": self.rollbacks})
             final = ckpt.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
                                 self.config.checkpoint.keep_every)
+            self.after_save(final)
         run.barrier()
         return final
 
@@ -312,8 +337,7 @@ class Trainer:
         if self.deepspeed is not None:
             self.deepspeed.load_checkpoint(str(directory / "trainer_state" / "deepspeed"), tag="state")
         else:
-            restored = load_pretrained(directory, device=self.run.device, dtype=torch.float32)
-            self.model.load_state_dict(restored.state_dict())
+            self.restore_model(directory)
             self.optimizer.load_state_dict(optimizer_state)
         self.loader.load_state_dict(loader_state)
         self.spikes.load_state_dict(info.get("spike_window", []))

@@ -99,10 +99,10 @@ def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | No
             yield line.rstrip("\r\n")
 
 
-def read_jsonl_records(path: str | Path, text_field: str = "text", encoding: str = "utf-8",
+def read_jsonl_records(path: str | Path, text_field: str | None = "text", encoding: str = "utf-8",
                        on_error: OnError | None = None) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each JSON object whose `text_field` is a string; a bad line
-    names the line and field (raised, or reported to `on_error` and skipped)."""
+    """(line number, record) for each JSON object (whose `text_field`, unless None, is a string);
+    a bad line names the line and field (raised, or reported to `on_error` and skipped)."""
     for number, line in enumerate(read_lines(path, encoding, on_error), start=1):
         if not line.strip():
             continue
@@ -111,7 +111,10 @@ def read_jsonl_records(path: str | Path, text_field: str = "text", encoding: str
         except json.JSONDecodeError as e:
             _fail(CorpusError(f"{path} line {number}: not valid JSON ({e.msg})", path), on_error)
             continue
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        if not isinstance(record, dict):
+            _fail(CorpusError(f"{path} line {number}: not a JSON object", path), on_error)
+            continue
+        if text_field is not None and not isinstance(record.get(text_field), str):
             _fail(CorpusError(f"{path} line {number}: field {text_field!r} is missing or not a string", path), on_error)
             continue
         yield number, record

@@ -32,7 +32,7 @@ class Encoded:
     labels: list[int]  # aligned with input_ids (SLM shifts them): the token itself where it is learned, else -100
 
 
-def _check(messages: list[dict]) -> None:
+def check_messages(messages: list[dict]) -> None:
     if not messages:
         raise ChatFormatError("a conversation needs at least one message")
     for i, m in enumerate(messages):
@@ -48,7 +48,7 @@ def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = F
     add_generation_prompt ends the ids with <|assistant|>, for the model to answer (generation and
     evaluation); the conversation must then end with a user turn.
     """
-    _check(messages)
+    check_messages(messages)
     ids, labels = [tokenizer.bos_id], [IGNORE]
     for m in messages:
         role_id = tokenizer.token_id(ROLES[m["role"]])
@@ -71,7 +71,7 @@ def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = F
 
 def render(messages: list[dict]) -> str:
     """The template as text (for reading and for logs; encoding never goes through this string)."""
-    _check(messages)
+    check_messages(messages)
     out = "<begin_of_text>"
     for m in messages:
         out += ROLES[m["role"]] + m["content"] + ("<end_of_text>" if m["role"] == "assistant" else "")

@@ -97,13 +97,16 @@ class TrainConfig(Config):
     tensorboard: bool = True  # when tensorboard is installed
 
     def validate(self) -> None:
-        if not self.data:
-            raise ConfigError("TrainConfig.data must name a prepared data folder (python -m slm.data.prepare)")
+        self.validate_data()
         for name in ("seq_len", "micro_batch", "global_batch", "steps", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if self.global_batch % self.micro_batch:
             raise ConfigError(f"TrainConfig.micro_batch={self.micro_batch} must divide global_batch={self.global_batch}")
+
+    def validate_data(self) -> None:
+        if not self.data:
+            raise ConfigError("TrainConfig.data must name a prepared data folder (python -m slm.data.prepare)")
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each process, so that micro x world x accumulation = global."""

@@ -72,8 +72,10 @@ def begin(checkpoints: Path, step: int) -> Path:
     return tmp
 
 
-def commit(tmp: Path, checkpoints: Path, step: int, keep_last: int, keep_every: int) -> Path:
-    """Make the temporary folder the checkpoint of `step`, point `latest` at it, apply retention."""
+def commit(tmp: Path, checkpoints: Path, step: int, keep_last: int, keep_every: int,
+           protect: frozenset[str] = frozenset()) -> Path:
+    """Make the temporary folder the checkpoint of `step`, point `latest` at it, apply retention
+    (never to the folders named in `protect`, such as the best checkpoint so far)."""
     if os.environ.get(CRASH_ENV) == str(step):
         os.kill(os.getpid(), 9)  # the test's SIGKILL, after every file is written but before the rename
     final = step_dir(checkpoints, step)
@@ -87,7 +89,7 @@ def commit(tmp: Path, checkpoints: Path, step: int, keep_last: int, keep_every: 
         steps = sorted(checkpoints.glob(f"{STEP_PREFIX}*"))
         for old in steps[:-keep_last]:
             number = int(old.name[len(STEP_PREFIX):])
-            if not (keep_every and number % keep_every == 0):
+            if not (keep_every and number % keep_every == 0) and old.name not in protect:
                 shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -159,6 +159,10 @@ class Trainer:
     def after_save(self, final: Path) -> None:
         """Rank 0, after a checkpoint is committed (instruction tuning judges it here)."""
 
+    def protected_checkpoints(self) -> frozenset[str]:
+        """Checkpoint folders retention must keep (instruction tuning keeps its best)."""
+        return frozenset()
+
     # ------------------------------------------------------------ engine: plain, DDP or DeepSpeed
 
     def _setup_engine(self) -> None:
@@ -327,7 +331,7 @@ class Trainer:
                                     self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
                                                               "rollbacks": self.rollbacks})
             final = ckpt.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
-                                self.config.checkpoint.keep_every)
+                                self.config.checkpoint.keep_every, self.protected_checkpoints())
             self.after_save(final)
         run.barrier()
         return final
@@ -363,9 +367,8 @@ def _peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Run (or resume) pretraining; a notebook can call this as train.py does."""
-    trainer = Trainer(config, resume=resume)
+def run_to_end(trainer: Trainer) -> dict:
+    """Fit, then shut the process group down."""
     result = trainer.fit()
     # Only after success, and together: a rank that tears gloo down while another still talks to it
     # aborts; after an exception, a collective shutdown could hang instead (torchrun ends the ranks).
@@ -373,3 +376,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Run (or resume) pretraining; a notebook can call this as train.py does."""
+    return run_to_end(Trainer(config, resume=resume))

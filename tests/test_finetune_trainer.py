@@ -1,0 +1,130 @@
+"""Instruction tuning end to end on a tiny base: masks, chat tokens, LoRA, selection by answers."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SAMPLE_CORPUS
+from slm.config import ConfigError, ModelConfig
+from slm.finetune.chat import USER
+from slm.finetune.data import collate
+from slm.finetune.instructions import load_conversations, to_messages
+from slm.finetune.trainer import ChatLoader, FinetuneConfig, finetune, score
+from slm.data.readers import ReadErrors
+from slm.model import SLM
+from tokenizer import JapaneseTokenizer
+from tokenizer.unigram import train_tokenizer
+
+SYSTEM = "医療の質問に答えてください。"
+QUESTIONS = ["発熱はありますか", "咳はありますか", "頭痛はありますか", "腹痛はありますか", "嘔吐はありますか",
+             "下痢はありますか", "めまいはありますか", "胸痛はありますか"]
+
+
+def chat(q, a):
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
+                         {"role": "assistant", "content": a}]}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A random tiny base whose tokenizer has no chat tokens (the report's path: they are added)."""
+    root = tmp_path_factory.mktemp("base")
+    train_tokenizer([SAMPLE_CORPUS], root / "tok", vocab_size=2500, chat_tokens=False, num_workers=1, progress=False)
+    tok = JapaneseTokenizer.load(root / "tok")
+    torch.manual_seed(0)
+    model = SLM(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id))
+    model.save_pretrained(root / "model")
+    tok.save(root / "model" / "tokenizer")
+    return root / "model"
+
+
+@pytest.fixture()
+def files(tmp_path):
+    train = tmp_path / "train.jsonl"
+    # one answer to learn: a tiny random base learns it in a few dozen steps
+    lines = [json.dumps(chat(q + "?" * k, "はい"), ensure_ascii=False) for k in range(3) for q in QUESTIONS]
+    lines += ['{"broken": ', json.dumps({"instruction": "症状は?", "output": "なし"}, ensure_ascii=False),
+              json.dumps({"messages": [{"role": "user", "content": "答えのない質問"}]}, ensure_ascii=False)]
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    held = tmp_path / "eval.jsonl"
+    held.write_text("\n".join(json.dumps(chat(q, "はい"), ensure_ascii=False) for q in QUESTIONS) + "\n",
+                    encoding="utf-8")
+    return train, held
+
+
+def config(tmp_path, base, files, **kw):
+    fields = dict(out=str(tmp_path / "sft"), init_from=str(base), train_files=[str(files[0])],
+                  eval_files=[str(files[1])], seq_len=64, micro_batch=4, global_batch=8, steps=60, log_every=1,
+                  tensorboard=False, optim={"lr": 3e-3, "warmup_steps": 5, "weight_decay": 0.01},
+                  checkpoint={"every": 30, "keep_last": 1}, eval_max_new_tokens=4)
+    return FinetuneConfig.from_dict({**fields, **kw})
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_full_finetune_adds_chat_tokens_learns_the_answers_and_keeps_the_best(tmp_path, base, files):
+    result = finetune(config(tmp_path, base, files))
+    run = tmp_path / "sft"
+    assert result["read_errors"] == 2  # the broken line and the conversation without an answer
+    selects = [r for r in records(run) if r["kind"] == "select"]
+    assert [s["step"] for s in selects] == [30, 60] and selects[-1]["exact"] == 1.0
+    best = json.loads((run / "checkpoints" / "best").read_text())
+    assert best["exact"] == 1.0 and (run / "checkpoints" / best["checkpoint"]).is_dir()
+    ckpt = run / "checkpoints" / "step-0000060"
+    model, tok = SLM.from_pretrained(ckpt), JapaneseTokenizer.load(ckpt / "tokenizer")
+    assert model.config.vocab_size == tok.vocab_size == 2503 and tok.token_id(USER) == 2501
+
+
+def test_lora_finetune_saves_only_the_adapter_and_new_rows(tmp_path, base, files):
+    finetune(config(tmp_path, base, files, lora=True, lora_config={"rank": 4, "alpha": 8, "dropout": 0.0},
+                    steps=10, checkpoint={"every": 10}, optim={"lr": 1e-2, "warmup_steps": 2}))
+    ckpt = tmp_path / "sft" / "checkpoints" / "step-0000010"
+    saved = load_file(ckpt / "adapter.safetensors")
+    assert not (ckpt / "model.safetensors").exists()
+    assert saved["embed.new_rows"].shape == (3, 64) and "embed.weight" not in saved
+    assert all(".lora_" in k or k.endswith("new_rows") for k in saved)
+    train_losses = [r["loss"] for r in records(tmp_path / "sft") if r["kind"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+
+
+def test_resumed_finetune_repeats_the_losses(tmp_path, base, files):
+    straight = finetune(config(tmp_path, base, files, steps=8, checkpoint={"every": 4}, out=str(tmp_path / "a")))
+    assert straight["step"] == 8
+    finetune(config(tmp_path, base, files, steps=4, checkpoint={"every": 4}, out=str(tmp_path / "b")))
+    finetune(config(tmp_path, base, files, steps=8, checkpoint={"every": 4}, out=str(tmp_path / "b")), resume=True)
+    losses = lambda run: [r["loss"] for r in records(run) if r["kind"] == "train"]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_chat_loader_is_resumable_and_ranks_are_disjoint():
+    from slm.finetune.chat import Encoded
+
+    rows = [[Encoded([i, i, i], [-100, i, i])] for i in range(10)]
+    one = ChatLoader(rows, 4, 2, pad_id=0, seed=3)
+    seq = [next(one)["input_ids"][:, 0].tolist() for _ in range(6)]
+    a, b = ChatLoader(rows, 4, 1, 0, rank=0, world_size=2, seed=3), ChatLoader(rows, 4, 1, 0, rank=1, world_size=2, seed=3)
+    assert [x for _ in range(6) for x in next(a)["input_ids"][:, 0].tolist() + next(b)["input_ids"][:, 0].tolist()] == \
+        [x for s in seq for x in s]
+    again = ChatLoader(rows, 4, 2, pad_id=0, seed=3)
+    again.load_state_dict({"step": 3, "rows": 10, "seed": 3})
+    assert next(again)["input_ids"][:, 0].tolist() == seq[3]
+
+
+def test_scores():
+    assert score(" はい ", "はい", "exact") == 1.0 and score("はい。", "はい", "exact") == 0.0
+    assert score("C反応性蛋白", "C反応性たんぱく", "char_f1") == pytest.approx(2 * (4 / 6) * (4 / 8) / (4 / 6 + 4 / 8))
+    assert score("", "はい", "char_f1") == 0.0
+
+
+def test_instruction_styles_and_bad_configs(tmp_path, base, files):
+    assert to_messages({"instruction": "要約して", "input": "本文", "output": "要約"})[0] == {"role": "user", "content": "要約して\n本文"}
+    errors = ReadErrors()
+    assert len(load_conversations([str(files[0])], errors)) == 25 and errors.total == 2
+    with pytest.raises(ConfigError, match="init_from must name"):
+        FinetuneConfig(train_files=["x"])
+    with pytest.raises(ConfigError, match="train_files is empty"):
+        FinetuneConfig(init_from="x")

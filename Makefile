@@ -20,13 +20,15 @@ $(STAMP): setup.py constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# The main job on the shipped sample: tokenizer -> shards -> pretraining -> generation.
+# The main job on the shipped sample: tokenizer -> shards -> pretraining -> generation ->
+# instruction tuning (judged by greedy answers on the held-out instructions).
 demo: $(STAMP)
-	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample
+	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample runs/finetune/tiny-sample
 	$(PY) -m tokenizer.train --input data/sample/corpus --vocab-size 8000 --allow-smaller-vocab --out runs/demo/tokenizer
 	$(PY) -m slm.data.prepare --config configs/data/sample.yaml
 	$(PY) train.py --config configs/pretrain/tiny-sample.yaml
 	$(PY) -m slm.demo --run runs/pretrain/tiny-sample
+	$(PY) finetune.py --config configs/finetune/sample.yaml
 
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py

@@ -128,3 +128,14 @@ def test_instruction_styles_and_bad_configs(tmp_path, base, files):
         FinetuneConfig(train_files=["x"])
     with pytest.raises(ConfigError, match="train_files is empty"):
         FinetuneConfig(init_from="x")
+
+
+def test_shipped_finetune_config_and_instruction_set_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = FinetuneConfig.load(root / "configs" / "finetune" / "sample.yaml")
+    assert (config.optim.weight_decay, config.neftune_alpha) == (0.01, 5.0)
+    errors = ReadErrors()
+    assert len(load_conversations(config.train_files and [str(root / f) for f in config.train_files], errors)) == 240
+    assert errors.total == 0

@@ -14,8 +14,8 @@ MEDICAL = ["HbA1c 7.2%", "5mg/日", "SpO2 95%", "T2N0M0", "α遮断薬とβ遮�
 
 
 def test_step_order_and_stages_follow_the_report():
-    assert [s.name for s in STEPS] == ["whitespace", "fullwidth_punct", "nfkc", "dashes", "restore_symbols",
-                                       "personal_info", "web", "unify_symbols", "allowed_chars", "repeats"]
+    assert [s.name for s in STEPS] == ["whitespace", "fullwidth_punct", "nfkc", "dashes", "unify_symbols",
+                                       "restore_symbols", "personal_info", "web", "allowed_chars", "repeats"]
     assert {s.name for s in STEPS if s.stage == CORPUS} == {"personal_info", "web", "allowed_chars", "repeats"}
     assert {s.name for s in STEPS if s.stage == NORMALIZE} == {"whitespace", "fullwidth_punct", "nfkc", "dashes",
                                                               "restore_symbols", "unify_symbols"}
@@ -108,6 +108,11 @@ def test_steps_can_be_switched_off_by_name():
     assert clean("連絡先 03-1234-5678", CleanConfig(skip=["personal_info"])) == "連絡先 03-1234-5678"
     with pytest.raises(ValueError, match="unknown step"):
         CleanConfig(skip=["nfc"])
+
+
+@pytest.mark.parametrize("text", ["続く•••", "続く･･･", "‥…..", "38.5°C•", "ｰ―─", "“…”"])
+def test_normalize_is_idempotent_on_symbol_interactions(text):
+    assert normalize(normalize(text)) == normalize(text)
 
 
 def test_normalize_leaves_content_alone_and_is_idempotent():

@@ -35,8 +35,8 @@ def test_bad_input_is_counted_with_file_and_line_never_dropped_silently(tmp_path
     (tmp_path / "c.txt").write_bytes(b"")
     errors = ReadErrors()
     docs = list(read_documents(source(tmp_path), errors))
-    assert [d.text for d in docs] == ["良い行", "正常", "続き"]
-    assert errors.total == 5
+    assert [d.text for d in docs] == ["良い行"]  # b.txt's only document has an unreadable line: left out whole
+    assert errors.total == 5 and errors.dropped_documents == 1
     assert errors.counts[str(tmp_path / "a.jsonl")] == 3
     assert any("a.jsonl line 3: not valid JSON" in e for e in errors.examples)
     assert any("b.txt line 2: not valid utf-8" in e for e in errors.examples)
@@ -54,3 +54,10 @@ def test_source_config_is_validated():
         SourceConfig(name="x")
     with pytest.raises(ConfigError, match="split must be one of"):
         SourceConfig(name="x", paths=["a"], split="paragraph")
+
+
+def test_an_unreadable_line_drops_its_document_not_its_neighbours(tmp_path):
+    (tmp_path / "a.txt").write_bytes("一行目。\n".encode() + b"\xff\xfe bad\n" + "三行目。\n\n次の文書。\n".encode())
+    errors = ReadErrors()
+    assert [(d.text, d.line) for d in read_documents(source(tmp_path), errors)] == [("次の文書。", 5)]
+    assert (errors.total, errors.dropped_documents) == (1, 1)

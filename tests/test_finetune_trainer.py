@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 from conftest import SAMPLE_CORPUS
 from slm.config import ConfigError, ModelConfig
 from slm.finetune.chat import USER
-from slm.finetune.data import collate
 from slm.finetune.instructions import load_conversations, to_messages
 from slm.finetune.trainer import ChatLoader, FinetuneConfig, finetune, score
 from slm.data.readers import ReadErrors

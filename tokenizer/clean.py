@@ -12,9 +12,13 @@ Two stages, decided by what a step does to meaning:
 
 `clean(text)` runs every enabled step in the report's order:
 
-    whitespace -> fullwidth_punct -> nfkc -> dashes -> restore_symbols ->
-    personal_info* -> web* -> unify_symbols -> allowed_chars* -> repeats*
+    whitespace -> fullwidth_punct -> nfkc -> dashes -> unify_symbols -> restore_symbols ->
+    personal_info* -> web* -> allowed_chars* -> repeats*
     (* corpus stage)
+
+Symbols are unified before ellipses are restored (the report lists them the other way
+round): "•••" becomes "・・・" only in unification, and restoration must see that, or
+normalising twice would differ from normalising once and encode would not be lossless.
 
 and returns readable text with ordinary spaces; the meta-space (U+2581) only
 appears inside encoding.
@@ -246,10 +250,10 @@ STEPS: tuple[Step, ...] = (
     Step("fullwidth_punct", NORMALIZE, fullwidth_punct),
     Step("nfkc", NORMALIZE, nfkc),
     Step("dashes", NORMALIZE, dashes),
+    Step("unify_symbols", NORMALIZE, unify_symbols),
     Step("restore_symbols", NORMALIZE, restore_symbols),
     Step("personal_info", CORPUS, personal_info),
     Step("web", CORPUS, web),
-    Step("unify_symbols", NORMALIZE, unify_symbols),
     Step("allowed_chars", CORPUS, allowed_chars),
     Step("repeats", CORPUS, repeats),
 )

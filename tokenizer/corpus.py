@@ -74,11 +74,12 @@ def check_file(path: Path) -> None:
         raise CorpusError(f"{path}: looks binary (NUL byte at offset {head.index(0)}), not a text file", path)
 
 
-def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | None = None) -> Iterator[str]:
+def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | None = None) -> Iterator[str | None]:
     """The lines of a text file, without line ends; decoding errors name the line.
 
-    With `on_error`, an undecodable line is reported and yielded as "" (so line numbers
-    stay right for the caller); an empty or binary file is reported and yields nothing.
+    With `on_error`, an undecodable line is reported and yielded as None (line numbers stay
+    right, and a caller can drop the document around it rather than split it there); an
+    empty or binary file is reported and yields nothing. Without it, no None is ever yielded.
     """
     path = Path(path)
     try:
@@ -95,7 +96,8 @@ def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | No
                 _fail(CorpusError(
                     f"{path} line {number}: not valid {encoding} (byte 0x{raw[e.start]:02x} at column {e.start + 1}){hint}",
                     path), on_error)
-                line = ""
+                yield None
+                continue
             yield line.rstrip("\r\n")
 
 
@@ -104,7 +106,7 @@ def read_jsonl_records(path: str | Path, text_field: str | None = "text", encodi
     """(line number, record) for each JSON object (whose `text_field`, unless None, is a string);
     a bad line names the line and field (raised, or reported to `on_error` and skipped)."""
     for number, line in enumerate(read_lines(path, encoding, on_error), start=1):
-        if not line.strip():
+        if line is None or not line.strip():  # None: an undecodable line, already reported
             continue
         try:
             record = json.loads(line)

@@ -36,7 +36,7 @@ import csv
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from slm.config import Config, ConfigError
@@ -134,14 +134,18 @@ class Decontaminator:
 
     name = "decontamination"
 
-    def __init__(self, paths: Sequence[str | Path], ngram: int, min_matches: int):
+    def __init__(self, paths: Sequence[str | Path], ngram: int, min_matches: int,
+                 clean_text: Callable[[str], str] | None = None):
+        """`clean_text`: what the pipeline does to documents before they get here (tokenizer.clean
+        with its settings), applied to benchmark texts too, so a verbatim copy matches whatever
+        cleaning changed in it (blanks cut by the repeats step, removed characters...)."""
         self.paths = [str(p) for p in paths]
         self.ngram = ngram
         self.min_matches = min_matches
         self._files: dict[str, int] = {}  # n-gram -> bit mask of the files it occurs in
         for bit, path in enumerate(self.paths):
             for text in load_benchmark_texts([path]):
-                for gram in self._ngrams(canonical(text)):
+                for gram in self._ngrams(canonical(clean_text(text) if clean_text else text)):
                     if 2 * count_japanese(gram) >= ngram:
                         self._files[gram] = self._files.get(gram, 0) | (1 << bit)
         self.stats = {path: 0 for path in self.paths}  # removed documents that overlap each file
@@ -182,6 +186,8 @@ class DecontamConfig(Config):
                 raise ConfigError(f"DecontamConfig.{name} must be positive, got {getattr(self, name)}")
 
 
-def build_decontam(config: DecontamConfig) -> list[Stage]:
+def build_decontam(config: DecontamConfig, clean_text: Callable[[str], str] | None = None) -> list[Stage]:
     """A Decontaminator over the configured benchmarks, or no stage when there are none."""
-    return [Decontaminator(config.benchmarks, config.ngram, config.min_matches)] if config.benchmarks else []
+    if not config.benchmarks:
+        return []
+    return [Decontaminator(config.benchmarks, config.ngram, config.min_matches, clean_text)]

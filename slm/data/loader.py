@@ -38,8 +38,8 @@ class MixtureConfig(Config):
     weights: relative share of rows per source. epochs: alternatively, how many
     passes over a source one pass of the whole mixture makes (the weight becomes
     epochs x the source's rows). A source named in neither is not used.
-    curriculum: phases [{"until_row": N, "weights": {...}}, ..., {"weights": {...}}]
-    that replace `weights` up to the given global row; the last may omit until_row.
+    curriculum: instead of weights, phases [{"until_row": N, "weights": {...}}, ..., {"weights": {...}}],
+    each in force up to its global row; the last phase's weights hold from then on.
     """
 
     weights: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -53,6 +53,8 @@ class MixtureConfig(Config):
         for name, value in {**self.weights, **self.epochs}.items():
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"MixtureConfig: weight/epochs of {name!r} must be a non-negative number, got {value!r}")
+        if self.curriculum and (self.weights or self.epochs):
+            raise ConfigError("MixtureConfig: a curriculum sets the weights of every phase; drop weights/epochs")
         last = -1
         for i, phase in enumerate(self.curriculum):
             if not isinstance(phase, dict) or not isinstance(phase.get("weights"), dict) or set(phase) - {"until_row", "weights"}:
@@ -105,7 +107,7 @@ class PackedLoader:
         self._next_global = 0  # global rows whose source has been decided
         self._drawn = np.zeros(len(self.sources), dtype=np.int64)  # rows drawn per source so far
         self._phase_drawn = np.zeros(len(self.sources), dtype=np.int64)  # ... since the current phase began
-        self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}  # source -> (epoch, its permutation)
 
     @staticmethod
     def _normalise(w: np.ndarray) -> np.ndarray:
@@ -125,10 +127,10 @@ class PackedLoader:
     def _row_index(self, s: int, k: int) -> int:
         n = int(self.rows[s])
         epoch = k // n
-        key = (s, epoch)
-        if key not in self._perm_cache:
-            self._perm_cache = {key: np.random.default_rng([self.seed, s, epoch]).permutation(n)}  # current epoch only
-        return int(self._perm_cache[key][k % n])
+        cached = self._perm_cache.get(s)
+        if cached is None or cached[0] != epoch:  # each source keeps its current epoch's order only
+            cached = self._perm_cache[s] = (epoch, np.random.default_rng([self.seed, s, epoch]).permutation(n))
+        return int(cached[1][k % n])
 
     def _draw(self) -> tuple[int, int]:
         """Decide the source of the next global row (Megatron's rule) and its row in that source."""

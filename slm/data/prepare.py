@@ -148,9 +148,14 @@ class _ShardWriter:
 BATCH = 256  # documents that go through the stages together (the quality stage embeds them in one call)
 
 
-def build_stages(config: DataConfig) -> list[Stage]:
-    """Filters, then deduplication, then decontamination (cheap and local first)."""
-    return [*build_filters(config.filters), *build_dedup(config.dedup), *build_decontam(config.decontamination)]
+def build_stages(config: DataConfig, clean_config: CleanConfig, quality: Stage | None = None) -> list[Stage]:
+    """Filters, document dedup, decontamination, the quality classifier, and sentence dedup last:
+    it remembers the sentences of the documents it passes, so it must only see survivors."""
+    dedup = build_dedup(config.dedup)
+    sentences = [s for s in dedup if s.name == "sentence_dedup"]
+    return [*build_filters(config.filters), *(s for s in dedup if s.name != "sentence_dedup"),
+            *build_decontam(config.decontamination, lambda text: clean(text, clean_config)),
+            *([quality] if quality is not None else []), *sentences]
 
 
 class _ForSources:
@@ -188,7 +193,11 @@ def build_quality_stage(config: DataConfig, out: Path, clean_config: CleanConfig
 def _check_resumable(out: Path, resolved: dict) -> None:
     """Resume only what the same config and the same tokenizer would write again."""
     previous = out / "config.yaml"
-    if previous.is_file() and yaml.safe_load(previous.read_text(encoding="utf-8")) != resolved:
+
+    def output_defining(config: dict) -> dict:  # worker count, strictness and the folder do not change shards
+        return {k: v for k, v in config.items() if k not in ("num_workers", "strict", "out")}
+
+    if previous.is_file() and output_defining(yaml.safe_load(previous.read_text(encoding="utf-8"))) != output_defining(resolved):
         raise ConfigError(
             f"{out} holds a preparation made with a different config or tokenizer ({previous}); "
             "use another --out, or delete the folder to start over"
@@ -216,10 +225,10 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
 
     tok = JapaneseTokenizer.load(config.tokenizer)
     tok.save(out / "tokenizer")
-    clean_config = CleanConfig.from_dict(config.clean)
-    stages = build_stages(config)
-    if config.quality.enabled:
-        stages.append(build_quality_stage(config, out, clean_config, progress))
+    # The corpus is cleaned with the tokenizer's own settings unless the data config says otherwise.
+    clean_config = CleanConfig.from_dict(config.clean) if config.clean else tok.clean_config
+    quality = build_quality_stage(config, out, clean_config, progress) if config.quality.enabled else None
+    stages = build_stages(config, clean_config, quality)
     errors = ReadErrors(strict=config.strict)
     num_workers = config.num_workers or os.cpu_count() or 1
     writer = _ShardWriter(out / "tokenizer", num_workers, token_dtype(tok.vocab_size), progress)
@@ -286,7 +295,8 @@ def _report(config, per_source, writer, errors, cleaning_changes, stages, elapse
         "out": config.out,
         "stages": ["clean", *(s.name for s in stages)],
         "sources": {name: {**dict(c), "tokens": writer.tokens[name]} for name, c in per_source.items()},
-        "read_errors": {"total": errors.total, "per_file": dict(errors.counts), "examples": errors.examples},
+        "read_errors": {"total": errors.total, "per_file": dict(errors.counts), "examples": errors.examples,
+                        "documents_dropped": errors.dropped_documents},
         "cleaning_changed_documents": dict(cleaning_changes),
         "stage_stats": {s.name: dict(s.stats) for s in stages if getattr(s, "stats", None)},
         "quality_classifier": "quality_classifier.npz" if config.quality.enabled else None,
@@ -310,7 +320,8 @@ def summary_table(report: dict) -> str:
         lines.append(f"{c:<{width}}" + "".join(f"{report['sources'][n].get(c, 0):>16,}" for n in names))
     errs = report["read_errors"]
     lines.append("")
-    lines.append(f"bad input lines skipped: {errs['total']:,}" + "".join(f"\n  {e}" for e in errs["examples"]))
+    lines.append(f"bad input lines skipped: {errs['total']:,} (documents left out whole because of them: "
+                 f"{errs['documents_dropped']:,})" + "".join(f"\n  {e}" for e in errs["examples"]))
     for name, stats in report["stage_stats"].items():
         lines.append(f"{name}: {json.dumps(stats, ensure_ascii=False)}")
     lines.append(f"{report['documents_per_s']:,.0f} documents/s, {report['tokens_per_s_per_worker']:,.0f} tokens/s per "

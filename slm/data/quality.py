@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import random
 import re
@@ -35,7 +34,7 @@ from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.data.document import Document
 from slm.data.lm import LocalLM
-from tokenizer.corpus import CorpusError, read_lines
+from tokenizer.corpus import CorpusError, read_jsonl_records
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ def labels_from_file(path: str | Path) -> FileLabels:
     with text or id, and label). A label is 1/0, 高/低 or high/low. Errors name file and line."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        rows = _jsonl_rows(path)
+        rows = read_jsonl_records(path, text_field=None)
     elif path.suffix == ".csv":
         rows = _csv_rows(path)
     else:
@@ -158,7 +157,7 @@ def labels_from_file(path: str | Path) -> FileLabels:
         value = str(row.get("label", "")).strip().lower()
         if value not in _FILE_LABELS:
             raise CorpusError(f"{where}: label {row.get('label')!r} is not one of 1/0, 高/低, high/low", path)
-        text, doc_id = row.get("text") or None, row.get("id") or None
+        text, doc_id = (None if row.get(k) in (None, "") else row[k] for k in ("text", "id"))
         if (text is None) == (doc_id is None):
             raise CorpusError(f"{where}: give exactly one of 'text' and 'id'", path)
         if text is not None:
@@ -171,19 +170,6 @@ def labels_from_file(path: str | Path) -> FileLabels:
     if not labels.texts and not labels.ids:
         raise CorpusError(f"{path}: no labels", path)
     return labels
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    for line, raw in enumerate(read_lines(path), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise CorpusError(f"{path} line {line}: not valid JSON ({e.msg})", path) from None
-        if not isinstance(row, dict):
-            raise CorpusError(f"{path} line {line}: expected a JSON object", path)
-        yield line, row
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:

@@ -48,6 +48,7 @@ class ReadErrors:
     strict: bool = False
     counts: Counter = dataclasses.field(default_factory=Counter)
     examples: list[str] = dataclasses.field(default_factory=list)
+    dropped_documents: int = 0  # documents left out whole because one of their lines was unreadable
 
     def __call__(self, error: CorpusError) -> None:
         if self.strict:
@@ -62,21 +63,29 @@ class ReadErrors:
 
 
 def _text_documents(path: Path, source: SourceConfig, errors: ReadErrors) -> Iterator[Document]:
+    """Documents of a text file. A document with an unreadable line (None) is left out whole,
+    and counted: a fragment on either side of the hole is no document."""
     lines = read_lines(path, source.encoding, errors)
     if source.split == "line":
         for number, line in enumerate(lines, start=1):
-            if line.strip():
+            if line is not None and line.strip():
                 yield Document(line, source.name, str(path), number)
         return
-    buffer, start = [], 1
+    buffer, start, damaged = [], 1, False
     for number, line in enumerate(lines, start=1):
-        if source.split == "blank_line" and not line.strip():
-            if buffer:
+        if source.split == "blank_line" and line is not None and not line.strip():
+            if damaged:
+                errors.dropped_documents += 1
+            elif buffer:
                 yield Document("\n".join(buffer), source.name, str(path), start)
-            buffer, start = [], number + 1
+            buffer, start, damaged = [], number + 1, False
+        elif line is None:
+            damaged = True
         else:
             buffer.append(line)
-    if buffer:
+    if damaged:
+        errors.dropped_documents += 1
+    elif buffer:
         yield Document("\n".join(buffer), source.name, str(path), start)
 
 

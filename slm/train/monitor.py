@@ -65,8 +65,10 @@ class Monitor:
         """On resume, drop records of steps the resumed run will do again (they were lost with the crash)."""
         if not (self.enabled and self.path.is_file()):
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if json.loads(line).get("step", -1) < step]
+        def before(record: dict) -> bool:  # an evaluation at `step` was logged before the checkpoint
+            return record.get("step", -1) < step or (record.get("kind") == "eval" and record.get("step") == step)
+
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if before(json.loads(line))]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def plot(self) -> None:

@@ -96,8 +96,9 @@ def _data_vocab(data: Path) -> tuple[int, dict]:
     settings = data / "tokenizer" / "tokenizer.json"
     if not settings.is_file():
         raise ConfigError(f"TrainConfig.data: {data} is not a prepared data folder (no tokenizer/tokenizer.json)")
+    # Read from the file, not through JapaneseTokenizer: slm.train imports without the MeCab stack.
     tok = json.loads(settings.read_text(encoding="utf-8"))
-    return tok["training"]["vocab_size"], tok["special_tokens"]
+    return tok["training"]["vocab_size"] + len(tok.get("added_tokens", [])), tok["special_tokens"]
 
 
 class Trainer:
@@ -218,7 +219,7 @@ class Trainer:
         loss = self.run.mean(torch.stack(losses).mean().item())
         if self.deepspeed is not None:
             grad_norm = float(self.deepspeed.get_global_grad_norm() or 0.0)
-            skipped = not math.isfinite(loss)
+            skipped = not (math.isfinite(loss) and self.deepspeed.was_step_applied())
         else:
             grad_norm = self._clip()
             skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
@@ -252,13 +253,16 @@ class Trainer:
             return None
         loader = PackedLoader(self.config.data, self.config.seq_len, self.config.micro_batch, self.run.rank,
                               self.run.world_size, seed=self.config.seed + 1, mixture=ev.mixture)
+        shared = set(loader.sources) & set(self.loader.sources)
+        if shared:
+            raise ConfigError(f"TrainConfig.eval.mixture uses {sorted(shared)}, which training also reads: "
+                              "held-out loss needs held-out sources")
         self.model.eval()
         losses = []
         for _ in range(ev.batches):
-            batch = next(loader)
+            batch = {k: v.to(self.run.device) for k, v in next(loader).items()}
             with self.autocast():
-                losses.append(self.model(batch["input_ids"].to(self.run.device),
-                                         labels=batch["labels"].to(self.run.device)).loss.item())
+                losses.append(self.model(batch["input_ids"], **self.model_inputs(batch)).loss.item())
         self.model.train()
         return self.run.mean(sum(losses) / len(losses))
 
@@ -305,9 +309,9 @@ class Trainer:
         latest = ckpt.latest_checkpoint(self.checkpoints)
         if latest is None or self.rollbacks >= self.config.spike.max_rollbacks:
             return False
-        self.rollbacks += 1
-        loader_state = self.loader.state_dict()
+        rollbacks, loader_state = self.rollbacks + 1, self.loader.state_dict()
         self._restore(latest)
+        self.rollbacks = rollbacks  # the checkpoint's own count would let a persistent spike loop forever
         self.loader.load_state_dict(loader_state)
         self.monitor.log({"kind": "rollback", "step": self.step, "to": latest.name})
         return True

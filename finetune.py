@@ -6,26 +6,18 @@
     python finetune.py --config ... --resume
 """
 
-import argparse
 import sys
 
 from slm.config import ConfigError
 from slm.finetune.trainer import FinetuneConfig, finetune
+from slm.train.cli import parse
 from tokenizer.corpus import CorpusError
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="an instruction-tuning YAML (configs/finetune/*.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in out/")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON config (ZeRO-2)")
-    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    args, overrides = p.parse_known_args(argv)
     try:
-        config = FinetuneConfig.load(args.config, overrides)
-        if args.deepspeed:
-            config = config.replace(deepspeed=args.deepspeed)
-        result = finetune(config, resume=args.resume)
+        config, resume = parse(__doc__, FinetuneConfig, argv)
+        result = finetune(config, resume=resume)
     except (ConfigError, CorpusError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

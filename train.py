@@ -7,26 +7,18 @@
     python train.py --config ... --optim.lr 5e-4     # any config field, dotted
 """
 
-import argparse
 import sys
 
 from slm.config import ConfigError
+from slm.train.cli import parse
 from slm.train.config import TrainConfig
 from slm.train.trainer import train
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="a pretraining YAML (configs/pretrain/*.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in out/")
-    p.add_argument("--deepspeed", help="DeepSpeed JSON config (ZeRO-2): overrides the config's deepspeed field")
-    p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
-    args, overrides = p.parse_known_args(argv)
     try:
-        config = TrainConfig.load(args.config, overrides)
-        if args.deepspeed:
-            config = config.replace(deepspeed=args.deepspeed)
-        result = train(config, resume=args.resume)
+        config, resume = parse(__doc__, TrainConfig, argv)
+        result = train(config, resume=resume)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

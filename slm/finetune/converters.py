@@ -1,0 +1,257 @@
+"""Converters from published medical QA schemas to chat conversations (report §2.4.2).
+
+Each reads local files and returns `Converted`: the conversations, and every
+record it skipped with file, line (or key) and reason. Multiple-choice data is
+messy in practice (options as a dict or a list, answers as a letter or as the
+option text, more than four options, blanks), so each converter states what it
+accepts and counts what it cannot use.
+
+JMED-LLM and IgakuQA use the benchmarks' own system prompts and question formats,
+so training looks exactly like evaluation. `jmed_llm_split` keeps out every pool
+row that shares a document with an evaluation row, across all tasks.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LETTERS = "ABCDEFGH"
+
+JMED_CHOICE_SYSTEM = ("与えられた医学に関する質問と選択肢から、最も適切な回答を選択してください。"
+                      "なお、回答には選択肢のアルファベット（例：A）のみを含め、他には何も含めないことを厳守してください。")
+JMED_NER_SYSTEM = ("与えられた医学に関する質問から、最も適切な回答をしてください。"
+                   "なお、回答にはPythonのリスト形式（例：['回答1', '回答2']）のみを含め、他には何も含めないことを厳守してください。")
+IGAKU_SYSTEM = "医師国家試験を解きます。"
+ENGLISH_SYSTEM = "Answer the medical question. Reply with the letter of the correct option only."
+
+
+@dataclass
+class Converted:
+    conversations: list[list[dict]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "file line N: reason"
+
+    def add(self, system: str, user: str, answer: str) -> None:
+        self.conversations.append([{"role": "system", "content": system}, {"role": "user", "content": user},
+                                   {"role": "assistant", "content": answer}])
+
+
+def _rows_csv(path: Path):
+    """(the line a row starts on, the row): quoted cells span lines, so line_num alone is the end."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        start = 2
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+
+
+def _rows_jsonl(path: Path, out: Converted):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            out.skipped.append(f"{path} line {number}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(record, dict):
+            out.skipped.append(f"{path} line {number}: not a JSON object")
+            continue
+        yield number, record
+
+
+def jmed_llm_user(row: dict) -> tuple[str, str]:
+    """(system, user) of a JMED-LLM row, as the official evaluator builds them."""
+    options = [(L, row.get(f"option{L}") or "") for L in "ABCDEF"]
+    options = [(L, o) for L, o in options if o.strip()]
+    if not options:  # NER rows: tag, question, answer
+        return JMED_NER_SYSTEM, row["question"]
+    return JMED_CHOICE_SYSTEM, f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {o}\n" for L, o in options)
+
+
+def convert_jmed_llm(paths: list[str | Path]) -> Converted:
+    """JMED-LLM CSVs: choice tasks (question, optionA..F, answer letter) and NER tasks
+    (tag, question, answer as a Python list literal)."""
+    out = Converted()
+    for path in map(Path, paths):
+        for number, row in _rows_csv(path):
+            where = f"{path} line {number}"
+            if not (row.get("question") or "").strip():
+                out.skipped.append(f"{where}: empty question")
+                continue
+            system, user = jmed_llm_user(row)
+            answer = (row.get("answer") or "").strip()
+            if system == JMED_NER_SYSTEM:
+                try:
+                    value = ast.literal_eval(answer)  # never eval(): the cell is data
+                except (ValueError, SyntaxError):
+                    value = None
+                if not isinstance(value, list):
+                    out.skipped.append(f"{where}: answer {answer[:40]!r} is not a list literal")
+                    continue
+            elif answer not in LETTERS[:6] or not (row.get(f"option{answer}") or "").strip():
+                out.skipped.append(f"{where}: answer {answer!r} is not one of the row's options")
+                continue
+            out.add(system, user, answer)
+    return out
+
+
+def jmed_llm_split(pool: Converted, evaluation: Converted, ngram: int = 50) -> tuple[Converted, int]:
+    """The pool without every row that shares a document with any evaluation row.
+
+    Rows about the same case report differ only in their target; a shared stretch of
+    `ngram` characters of the question marks a shared document. Returns the kept rows
+    and how many were removed.
+    """
+    def grams(conv) -> set[str]:
+        text = conv[1]["content"]
+        return {text[i : i + ngram] for i in range(0, max(len(text) - ngram + 1, 1))}
+
+    held = set().union(*(grams(c) for c in evaluation.conversations)) if evaluation.conversations else set()
+    kept = Converted(skipped=list(pool.skipped))
+    removed = 0
+    for conv in pool.conversations:
+        if grams(conv) & held:
+            removed += 1
+        else:
+            kept.conversations.append(conv)
+    return kept, removed
+
+
+def convert_igakuqa(paths: list[str | Path]) -> Converted:
+    """IgakuQA JSONL (problem_id, problem_text, choices, answer): the published baseline prompt."""
+    out = Converted()
+    for path in map(Path, paths):
+        for number, r in _rows_jsonl(path, out):
+            where = f"{path} line {number}"
+            text, choices, answer = r.get("problem_text"), r.get("choices"), r.get("answer")
+            if not isinstance(text, str) or not isinstance(choices, list) or not isinstance(answer, list) or not answer:
+                out.skipped.append(f"{where}: needs problem_text, a choices list and a non-empty answer list")
+                continue
+            letters = "abcdefgh"[: len(choices)]
+            if choices and not all(isinstance(a, str) and a in letters for a in answer):
+                out.skipped.append(f"{where}: answer {answer} is not among the choices {list(letters)}")
+                continue
+            lines = [f"問題: {text}", *(f"{L}: {c}" for L, c in zip(letters, choices))]
+            if choices:
+                lines.append(f"必ず{','.join(letters)}の中からちょうど{len(answer)}個選んでください。")
+            out.add(IGAKU_SYSTEM, "\n".join(lines) + "\n答え:", ",".join(answer))
+    return out
+
+
+def _options(raw) -> list[str] | None:
+    """Options as a list, from a list or a {"A": ..., "B": ...} dict (in letter order)."""
+    if isinstance(raw, list) and all(isinstance(o, str) for o in raw):
+        return raw
+    if isinstance(raw, dict) and raw and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        return [raw[k] for k in sorted(raw)]
+    return None
+
+
+def _mcq(out: Converted, where: str, question, options, answer) -> None:
+    if not isinstance(question, str) or not question.strip():
+        out.skipped.append(f"{where}: empty question")
+        return
+    if options is None or not 2 <= len(options) <= len(LETTERS):
+        out.skipped.append(f"{where}: options must be 2 to {len(LETTERS)} strings, as a list or a letter dict")
+        return
+    letters = LETTERS[: len(options)]
+    if isinstance(answer, str) and answer.strip().upper() in letters and len(answer.strip()) == 1:
+        letter = answer.strip().upper()
+    elif isinstance(answer, str) and answer in options:  # the answer given as the option's text
+        letter = letters[options.index(answer)]
+    else:
+        out.skipped.append(f"{where}: answer {str(answer)[:40]!r} is neither an option letter nor an option's text")
+        return
+    user = question.strip() + "\n" + "".join(f"{L}. {o}\n" for L, o in zip(letters, options))
+    out.add(ENGLISH_SYSTEM, user, letter)
+
+
+def convert_medqa(paths: list[str | Path]) -> Converted:
+    """MedQA (USMLE) JSONL: question, options (dict or list, 4 or 5), answer_idx (letter) or answer (text)."""
+    out = Converted()
+    for path in map(Path, paths):
+        for number, r in _rows_jsonl(path, out):
+            _mcq(out, f"{path} line {number}", r.get("question"), _options(r.get("options")),
+                 r.get("answer_idx") or r.get("answer"))
+    return out
+
+
+def convert_medmcqa(paths: list[str | Path], cop_base: int = 1) -> Converted:
+    """MedMCQA JSONL: question, opa..opd, cop (the correct option's number: 1-4 in the original
+    release, 0-3 in some re-packagings; say which with cop_base)."""
+    out = Converted()
+    for path in map(Path, paths):
+        for number, r in _rows_jsonl(path, out):
+            options = [r.get(k) for k in ("opa", "opb", "opc", "opd")]
+            cop = r.get("cop")
+            valid = isinstance(cop, int) and not isinstance(cop, bool) and 0 <= cop - cop_base < 4
+            letter = LETTERS[cop - cop_base] if valid else None
+            _mcq(out, f"{path} line {number}", r.get("question"),
+                 options if all(isinstance(o, str) and o.strip() for o in options) else None, letter or repr(cop))
+    return out
+
+
+def convert_pubmedqa(path: str | Path) -> Converted:
+    """PubMedQA (ori_pqal.json: {pmid: {QUESTION, CONTEXTS, final_decision}}): yes / no / maybe."""
+    out = Converted()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        out.skipped.append(f"{path}: not valid JSON ({e.msg})")
+        return out
+    for pmid, r in (data.items() if isinstance(data, dict) else []):
+        where = f"{path} record {pmid}"
+        if not isinstance(r, dict) or r.get("final_decision") not in ("yes", "no", "maybe"):
+            out.skipped.append(f"{where}: final_decision must be yes, no or maybe")
+            continue
+        contexts = r.get("CONTEXTS")
+        if not isinstance(r.get("QUESTION"), str) or not isinstance(contexts, list):
+            out.skipped.append(f"{where}: needs QUESTION and a CONTEXTS list")
+            continue
+        user = "Context: " + " ".join(map(str, contexts)) + f"\nQuestion: {r['QUESTION']}\nAnswer yes, no or maybe."
+        out.add("Answer the biomedical research question from the context.", user, r["final_decision"])
+    return out
+
+
+def write_jsonl(conversations: list[list[dict]], path: str | Path) -> int:
+    """Conversations as {"messages": [...]} lines, the format finetune.py reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for conv in conversations:
+            f.write(json.dumps({"messages": conv}, ensure_ascii=False) + "\n")
+    return len(conversations)
+
+
+CONVERTERS = {"jmed-llm": convert_jmed_llm, "igakuqa": convert_igakuqa, "medqa": convert_medqa,
+              "medmcqa": convert_medmcqa}
+
+
+def main(argv=None) -> int:
+    """python -m slm.finetune.converters --format jmed-llm --input all/*.csv --exclude eval/*.csv --out train.jsonl"""
+    import argparse
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--format", required=True, choices=[*CONVERTERS, "pubmedqa"])
+    p.add_argument("--input", nargs="+", required=True)
+    p.add_argument("--exclude", nargs="*", default=[], help="JMED-LLM evaluation CSVs whose documents stay out")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    converted = convert_pubmedqa(args.input[0]) if args.format == "pubmedqa" else CONVERTERS[args.format](args.input)
+    removed = 0
+    if args.exclude:
+        converted, removed = jmed_llm_split(converted, convert_jmed_llm(args.exclude))
+    n = write_jsonl(converted.conversations, args.out)
+    print(f"{n} conversations written to {args.out}; {removed} removed as sharing a document with the "
+          f"evaluation sets; {len(converted.skipped)} records skipped" + "".join(f"\n  {s}" for s in converted.skipped[:20]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Converters on fixtures in each published schema, malformed records included."""
+
+import csv
+import json
+
+from slm.finetune.converters import (IGAKU_SYSTEM, JMED_CHOICE_SYSTEM, JMED_NER_SYSTEM, convert_igakuqa,
+                                     convert_jmed_llm, convert_medmcqa, convert_medqa, convert_pubmedqa,
+                                     jmed_llm_split, main)
+
+CASE_A = "以下の症例報告において、「発疹」がADE（有害事象）である可能性は？\n「７１歳女。抗菌薬投与後に全身に発疹が出現し、投与中止で軽快した。既往に高血圧あり。」"
+CASE_A2 = CASE_A.replace("「発疹」", "「発熱」")  # the same case report, another target
+CASE_B = "以下の症例報告において、「肝障害」がADE（有害事象）である可能性は？\n「５０歳男。解熱鎮痛薬の長期内服後にAST上昇を認め、中止後に改善した。喫煙歴あり。」"
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def test_jmed_llm_choice_and_ner_rows_use_the_official_prompts(tmp_path):
+    choice = write_csv(tmp_path / "crade.csv", ["tag", "question", "optionA", "optionB", "optionC", "optionD", "answer"],
+                       [["disease", CASE_A, "関連なし", "可能性あり", "おそらく", "確実", "B"],
+                        ["disease", CASE_B, "関連なし", "可能性あり", "", "", "C"]])  # C is an empty option
+    ner = write_csv(tmp_path / "nrner.csv", ["tag", "question", "answer"],
+                    [["d", "以下の看護記録の所見は？「発熱と咳嗽あり」", "['発熱', '咳嗽']"], ["d", "所見は？", "発熱"]])
+    out = convert_jmed_llm([choice, ner])
+    assert len(out.conversations) == 2 and len(out.skipped) == 2
+    system, user, answer = (m["content"] for m in out.conversations[0])
+    assert system == JMED_CHOICE_SYSTEM and answer == "B"
+    assert user == f"質問: {CASE_A}\n選択肢:\nA. 関連なし\nB. 可能性あり\nC. おそらく\nD. 確実\n"
+    assert [m["content"] for m in out.conversations[1]] == [JMED_NER_SYSTEM, "以下の看護記録の所見は？「発熱と咳嗽あり」", "['発熱', '咳嗽']"]
+    assert "crade.csv line 4: answer 'C' is not one of the row's options" in out.skipped[0]  # where the row starts
+    assert "is not a list literal" in out.skipped[1]
+
+
+def test_jmed_llm_split_shares_no_document_with_the_evaluation_sets(tmp_path):
+    header = ["tag", "question", "optionA", "optionB", "answer"]
+    pool = convert_jmed_llm([write_csv(tmp_path / "pool.csv", header, [["d", q, "はい", "いいえ", "A"] for q in
+                                                                         (CASE_A, CASE_A2, CASE_B)])])
+    evaluation = convert_jmed_llm([write_csv(tmp_path / "eval.csv", header, [["d", CASE_A, "はい", "いいえ", "A"]])])
+    kept, removed = jmed_llm_split(pool, evaluation)
+    assert removed == 2 and [c[1]["content"] for c in kept.conversations] == [f"質問: {CASE_B}\n選択肢:\nA. はい\nB. いいえ\n"]
+    held = {CASE_A[i : i + 50] for i in range(len(CASE_A) - 49)}
+    for conv in kept.conversations:  # provably: no 50-character stretch of any evaluation question survives
+        text = conv[1]["content"]
+        assert not any(text[i : i + 50] in held for i in range(len(text) - 49))
+
+
+def test_igakuqa_prompt_and_malformed_records(tmp_path):
+    path = write_jsonl(tmp_path / "112-A.jsonl", [
+        {"problem_id": "112A1", "problem_text": "正しいのはどれか。2つ選べ。", "choices": ["甲", "乙", "丙", "丁", "戊"],
+         "answer": ["a", "c"], "points": "1"},
+        {"problem_id": "112A2", "problem_text": "値を求めよ。", "choices": [], "answer": ["26"], "points": "1"},
+        {"problem_id": "112A3", "problem_text": "どれか。", "choices": ["甲", "乙"], "answer": ["e"]},
+        "{not json"])
+    out = convert_igakuqa([path])
+    user, answer = out.conversations[0][1]["content"], out.conversations[0][2]["content"]
+    assert out.conversations[0][0]["content"] == IGAKU_SYSTEM and answer == "a,c"
+    assert user == "問題: 正しいのはどれか。2つ選べ。\na: 甲\nb: 乙\nc: 丙\nd: 丁\ne: 戊\n必ずa,b,c,d,eの中からちょうど2個選んでください。\n答え:"
+    assert out.conversations[1][2]["content"] == "26"
+    assert len(out.skipped) == 2 and "not among the choices" in out.skipped[0] and "not valid JSON" in out.skipped[1]
+
+
+def test_medqa_options_as_dict_or_list_answers_as_letter_or_text_five_options(tmp_path):
+    path = write_jsonl(tmp_path / "medqa.jsonl", [
+        {"question": "Q1?", "options": {"A": "x", "B": "y", "C": "z", "D": "w", "E": "v"}, "answer_idx": "E"},
+        {"question": "Q2?", "options": ["x", "y", "z", "w"], "answer": "z"},
+        {"question": "Q3?", "options": ["x", "y"], "answer": "not an option"},
+        {"question": "", "options": ["x", "y"], "answer_idx": "A"},
+        {"question": "Q5?", "options": "x;y", "answer_idx": "A"}])
+    out = convert_medqa([path])
+    assert [c[2]["content"] for c in out.conversations] == ["E", "C"]
+    assert out.conversations[0][1]["content"] == "Q1?\nA. x\nB. y\nC. z\nD. w\nE. v\n"
+    assert len(out.skipped) == 3
+
+
+def test_medmcqa_correct_option_numbering(tmp_path):
+    rows = [{"question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 1},
+            {"question": "Q?", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 9},
+            {"question": "Q?", "opa": "a", "opb": "", "opc": "c", "opd": "d", "cop": 2}]
+    path = write_jsonl(tmp_path / "medmcqa.jsonl", rows)
+    assert [c[2]["content"] for c in convert_medmcqa([path]).conversations] == ["A"]
+    assert [c[2]["content"] for c in convert_medmcqa([path], cop_base=0).conversations] == ["B"]
+    assert len(convert_medmcqa([path]).skipped) == 2
+
+
+def test_pubmedqa_yes_no_maybe(tmp_path):
+    path = tmp_path / "ori_pqal.json"
+    path.write_text(json.dumps({"1": {"QUESTION": "Does X help?", "CONTEXTS": ["c1", "c2"], "final_decision": "yes"},
+                                "2": {"QUESTION": "Q", "CONTEXTS": ["c"], "final_decision": "probably"}}))
+    out = convert_pubmedqa(path)
+    assert [c[2]["content"] for c in out.conversations] == ["yes"] and "record 2" in out.skipped[0]
+
+
+def test_cli_writes_the_finetune_format_and_excludes_evaluation_documents(tmp_path, capsys):
+    header = ["tag", "question", "optionA", "optionB", "answer"]
+    write_csv(tmp_path / "pool.csv", header, [["d", CASE_A2, "はい", "いいえ", "A"], ["d", CASE_B, "はい", "いいえ", "B"]])
+    write_csv(tmp_path / "eval.csv", header, [["d", CASE_A, "はい", "いいえ", "A"]])
+    assert main(["--format", "jmed-llm", "--input", str(tmp_path / "pool.csv"), "--exclude", str(tmp_path / "eval.csv"),
+                 "--out", str(tmp_path / "train.jsonl")]) == 0
+    lines = (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["messages"][2]["content"] == "B"
+    assert "1 removed as sharing a document" in capsys.readouterr().out

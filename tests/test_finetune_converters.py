@@ -110,3 +110,27 @@ def test_cli_writes_the_finetune_format_and_excludes_evaluation_documents(tmp_pa
     lines = (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["messages"][2]["content"] == "B"
     assert "1 removed as sharing a document" in capsys.readouterr().out
+
+
+def test_instruction_like_text_for_a_pretraining_curriculum(tmp_path, tokenizer_dir):
+    from slm.data.loader import MixtureConfig, PackedLoader
+    from slm.data.prepare import DataConfig, prepare
+    from slm.finetune.converters import as_text
+    from slm.finetune.converters import write_jsonl as write_conversations
+
+    conv = [{"role": "user", "content": "発熱の原因は?"}, {"role": "assistant", "content": "感染症です。"}]
+    assert as_text(conv) == "質問: 発熱の原因は?\n回答: 感染症です。"
+    write_conversations([conv] * 40, tmp_path / "inst" / "inst.jsonl", text=True)
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "g.txt").write_text("一般的な文章です。心臓は血液を全身に送る臓器である。\n\n" * 40, encoding="utf-8")
+    prepare(DataConfig.from_dict({"out": str(tmp_path / "data"), "tokenizer": str(tokenizer_dir), "num_workers": 1,
+                                  "sources": [{"name": "general", "paths": [str(tmp_path / "gen")]},
+                                              {"name": "instructions", "paths": [str(tmp_path / "inst")]}],
+                                  "dedup": {"exact_documents": False, "repeated_sentences": False,
+                                            "capacity": 1000, "sentence_capacity": 1000},
+                                  "filters": {"length": {"min_chars": 5}}}), progress=False)
+    curriculum = MixtureConfig(curriculum=[{"until_row": 8, "weights": {"general": 1}},
+                                           {"weights": {"general": 1, "instructions": 1}}])
+    loader = PackedLoader(tmp_path / "data", seq_len=8, micro_batch=4, mixture=curriculum)
+    assert loader.describe()["instructions"]["rows"] > 0
+    assert next(loader)["input_ids"].shape == (4, 8)

@@ -138,3 +138,34 @@ def test_shipped_finetune_config_and_instruction_set_are_valid():
     errors = ReadErrors()
     assert len(load_conversations(config.train_files and [str(root / f) for f in config.train_files], errors)) == 240
     assert errors.total == 0
+
+
+@pytest.mark.parametrize("engine", ["ddp", "deepspeed"])
+def test_two_process_finetune_matches_one_process(tmp_path, base, files, engine):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extra = []
+    if engine == "deepspeed":
+        pytest.importorskip("deepspeed")
+        extra = ["--deepspeed", str(root / "configs" / "deepspeed" / "zero2.json")]
+    quiet = tmp_path / "quiet"  # no dropout: the two runs draw different random numbers
+    model = SLM.from_pretrained(base)
+    SLM(model.config.replace(attn_dropout=0.0, resid_dropout=0.0)).save_pretrained(quiet)
+    JapaneseTokenizer.load(base / "tokenizer").save(quiet / "tokenizer")
+    losses = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                                  "--master_port", str(29900 + os.getpid() % 90)])):
+        cfg = config(tmp_path, quiet, files, out=str(tmp_path / name), steps=4, neftune_alpha=0.0, eval_files=[],
+                     checkpoint={"every": 4})
+        cfg.save(tmp_path / f"{name}.yaml")
+        args = extra if name == "two" else []
+        proc = subprocess.run([sys.executable, *launcher, str(root / "finetune.py"), "--config", str(tmp_path / f"{name}.yaml"),
+                               *args], cwd=root, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses[name] = [r["loss"] for r in records(tmp_path / name) if r["kind"] == "train"]
+    assert len(losses["one"]) == 4
+    assert max(abs(a - b) for a, b in zip(losses["one"], losses["two"])) < 1e-6

@@ -219,13 +219,27 @@ def convert_pubmedqa(path: str | Path) -> Converted:
     return out
 
 
-def write_jsonl(conversations: list[list[dict]], path: str | Path) -> int:
-    """Conversations as {"messages": [...]} lines, the format finetune.py reads."""
+def as_text(conversation: list[dict]) -> str:
+    """A conversation as plain text, for instruction-like documents in (continued) pretraining.
+
+    Pretraining text cannot hold the chat tokens (text never becomes a special token), so the
+    turns are written out in words; raising the share of such documents late in training (a
+    mixture curriculum) is the published remedy for continued pretraining that made a model
+    ignore instructions.
+    """
+    labels = {"system": "指示", "user": "質問", "assistant": "回答"}
+    return "\n".join(f"{labels[m['role']]}: {m['content']}" for m in conversation)
+
+
+def write_jsonl(conversations: list[list[dict]], path: str | Path, text: bool = False) -> int:
+    """Conversations as {"messages": [...]} lines (finetune.py), or as {"text": ...} documents
+    (the corpus pipeline, for instruction-like pretraining data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for conv in conversations:
-            f.write(json.dumps({"messages": conv}, ensure_ascii=False) + "\n")
+            record = {"text": as_text(conv)} if text else {"messages": conv}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return len(conversations)
 
 
@@ -242,12 +256,13 @@ def main(argv=None) -> int:
     p.add_argument("--input", nargs="+", required=True)
     p.add_argument("--exclude", nargs="*", default=[], help="JMED-LLM evaluation CSVs whose documents stay out")
     p.add_argument("--out", required=True)
+    p.add_argument("--as-text", action="store_true", help="write {'text'} documents for the corpus pipeline")
     args = p.parse_args(argv)
     converted = convert_pubmedqa(args.input[0]) if args.format == "pubmedqa" else CONVERTERS[args.format](args.input)
     removed = 0
     if args.exclude:
         converted, removed = jmed_llm_split(converted, convert_jmed_llm(args.exclude))
-    n = write_jsonl(converted.conversations, args.out)
+    n = write_jsonl(converted.conversations, args.out, text=args.as_text)
     print(f"{n} conversations written to {args.out}; {removed} removed as sharing a document with the "
           f"evaluation sets; {len(converted.skipped)} records skipped" + "".join(f"\n  {s}" for s in converted.skipped[:20]))
     return 0

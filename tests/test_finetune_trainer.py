@@ -169,3 +169,14 @@ def test_two_process_finetune_matches_one_process(tmp_path, base, files, engine)
         losses[name] = [r["loss"] for r in records(tmp_path / name) if r["kind"] == "train"]
     assert len(losses["one"]) == 4
     assert max(abs(a - b) for a, b in zip(losses["one"], losses["two"])) < 1e-6
+
+
+def test_jmed_llm_config_and_base_flag():
+    from pathlib import Path
+
+    from slm.train.cli import parse
+
+    root = Path(__file__).resolve().parents[1]
+    config, resume = parse("", FinetuneConfig, ["--config", str(root / "configs" / "finetune" / "jmed-llm.yaml"),
+                                                "--base", "runs/x", "--resume"])
+    assert (config.init_from, resume, config.optim.lr, config.optim.warmup_steps) == ("runs/x", True, 1e-4, 50)

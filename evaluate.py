@@ -1,9 +1,11 @@
 """Benchmarks (report §2.5).
 
     python evaluate.py score igakuqa --data IgakuQA/ --predictions preds.jsonl [more.jsonl ...] [--out DIR]
+    python evaluate.py score jmed-llm --data JMED-LLM/datasets --predictions outputs.jsonl [--mode upstream|corrected]
 
 `score` needs no model: it scores a predictions file in the published format
-({"problem_id", "prediction"} per line), so results of API models or other
+({"problem_id", "prediction"} per line for IgakuQA, {"task", "index", "output"} for
+JMED-LLM), so results of API models or other
 toolkits go through the same official rules. Generation with our checkpoints,
 JMED-LLM and checkpoint sweeps are the next steps of this CLI.
 """
@@ -13,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from slm.eval import igakuqa
+from slm.eval import igakuqa, jmed_llm
 
 
 def score_igakuqa(data: str, predictions: list[str], out: str | None) -> dict:
@@ -36,6 +38,27 @@ def score_igakuqa(data: str, predictions: list[str], out: str | None) -> dict:
     return result
 
 
+def score_jmed_llm(data: str, predictions: str, mode: str, out: str | None) -> dict:
+    outputs = jmed_llm.load_predictions(predictions, data)
+    results = {}
+    for task in jmed_llm.TASKS:
+        if task in outputs:
+            results[task] = jmed_llm.score_task(task, jmed_llm.load_task(data, task), outputs[task], mode)
+            if outputs.get(task + ":missing"):
+                print(f"{task}: rows without a prediction (scored as empty output): {outputs[task + ':missing'][:10]}")
+    print(jmed_llm.table(results), end="")
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {t: {k: v for k, v in r.items() if k != "predictions"} for t, r in results.items()}
+        (out_dir / "metrics.json").write_text(json.dumps({"mode": mode, **metrics}, indent=2) + "\n", encoding="utf-8")
+        (out_dir / "predictions.jsonl").write_text("".join(
+            json.dumps({"task": t, "index": i, "parsed": p}, ensure_ascii=False) + "\n"
+            for t, r in results.items() for i, p in enumerate(r["predictions"])), encoding="utf-8")
+        (out_dir / "table.md").write_text(jmed_llm.table(results), encoding="utf-8")
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = p.add_subparsers(dest="command", required=True)
@@ -45,10 +68,18 @@ def main(argv=None) -> int:
     igaku.add_argument("--data", required=True, help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl)")
     igaku.add_argument("--predictions", nargs="+", required=True)
     igaku.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
+    jmed = benchmarks.add_parser("jmed-llm")
+    jmed.add_argument("--data", required=True, help="the JMED-LLM datasets folder (<task>.csv)")
+    jmed.add_argument("--predictions", required=True, help='JSONL of {"task", "index", "output"}')
+    jmed.add_argument("--mode", choices=["upstream", "corrected"], default="upstream")
+    jmed.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
     args = p.parse_args(argv)
     try:
-        score_igakuqa(args.data, args.predictions, args.out)
-    except (igakuqa.IgakuQAError, FileNotFoundError) as e:
+        if args.benchmark == "igakuqa":
+            score_igakuqa(args.data, args.predictions, args.out)
+        else:
+            score_jmed_llm(args.data, args.predictions, args.mode, args.out)
+    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

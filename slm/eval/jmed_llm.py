@@ -1,0 +1,164 @@
+"""JMED-LLM scoring (report §2.5, Tables 3 and 4), in two modes.
+
+`upstream` reproduces the published evaluator (sociocom/JMED-LLM) number for number:
+- choice tasks: the prediction is the first character of the output that is one of A-F
+  ("Answer: B" reads as A), else the label "None"; accuracy, and Cohen's kappa over the
+  sorted union of gold and predicted labels ("None" included, sorting after "F"),
+  unweighted for jmmlu_med, rrtnm, smdis and linear-weighted for crade, jcsts;
+- NER tasks: the whole output must be a Python list literal, else [] (read with
+  ast.literal_eval: never eval); exact F1 per document on sets of strings (precision 0 for
+  an empty prediction), averaged; and the published "partial F1", which tests set
+  membership instead of substrings: a document with at least one exact match scores recall
+  1 and precision |answer| / |prediction| (which can exceed 1), otherwise 0.
+
+`corrected` reads the first option letter standing on its own ("Answer: B" reads as B),
+among the row's own options only, and makes partial F1 a real substring match. Headline cells: "kappa (accuracy)" and "partial F1 (exact F1)".
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
+NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
+TASKS = (*CHOICE_TASKS, *NER_TASKS)
+
+
+class JmedLLMError(ValueError):
+    """Malformed data or prediction files; the message names the file, line and field."""
+
+
+def load_task(data_dir: str | Path, task: str) -> list[dict]:
+    path = Path(data_dir) / f"{task}.csv"
+    if not path.is_file():
+        raise JmedLLMError(f"{path}: missing (JMED-LLM keeps each task as datasets/<task>.csv)")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return list(csv.DictReader(f))
+
+
+def first_letter(output: str, letters: str = "ABCDEF") -> str:
+    for char in output or "":
+        if char in letters:
+            return char
+    return "None"
+
+
+def standalone_letter(output: str, letters: str) -> str:
+    """The first of `letters` not inside a word (corrected mode)."""
+    match = re.search(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", output or "") if letters else None
+    return match.group(1) if match else "None"
+
+
+def parse_list(output: str) -> list:
+    try:
+        value = ast.literal_eval((output or "").strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return []
+    return value if isinstance(value, list) else []
+
+
+def cohen_kappa(gold: list[str], pred: list[str], weights: str | None) -> float:
+    """Cohen's kappa over the sorted union of labels (as scikit-learn computes it)."""
+    labels = sorted(set(gold) | set(pred))
+    index = {label: i for i, label in enumerate(labels)}
+    n = len(labels)
+    confusion = np.zeros((n, n))
+    for g, p in zip(gold, pred):
+        confusion[index[g], index[p]] += 1
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
+    if weights is None:
+        w = 1 - np.eye(n)
+    else:
+        w = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    denominator = (w * expected).sum()
+    return float("nan") if denominator == 0 else float(1 - (w * confusion).sum() / denominator)
+
+
+def _f1(recall: float, precision: float) -> float:
+    return 2 * recall * precision / (recall + precision) if recall + precision != 0 else 0.0
+
+
+def exact_f1(gold: list[list], pred: list[list]) -> float:
+    total = 0.0
+    for a, p in zip(gold, pred):
+        a, p = set(a), set(p)
+        hit = len(a & p)
+        total += _f1(hit / len(a) if a else 0.0, hit / len(p) if p else 0.0)
+    return total / len(gold)
+
+
+def partial_f1(gold: list[list], pred: list[list], mode: str) -> float:
+    total = 0.0
+    for a, p in zip(gold, pred):
+        a, p = set(a), set(p)
+        if mode == "upstream":  # membership, not substrings: every answer counts once one matches exactly
+            hit_a = len(a) if (a & p and p) else 0
+            hit_p = hit_a
+        else:
+            hit_a = sum(any(x in y or y in x for y in p) for x in a)
+            hit_p = sum(any(x in y or y in x for y in a) for x in p)
+        total += _f1(hit_a / len(a) if a else 0.0, hit_p / len(p) if p else 0.0)
+    return total / len(gold)
+
+
+def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "upstream") -> dict:
+    """Metrics of one task, and the parsed prediction of every row."""
+    if task in CHOICE_TASKS:
+        gold = [r["answer"] for r in rows]
+        if mode == "upstream":
+            pred = [first_letter(o) for o in outputs]
+        else:
+            pred = [standalone_letter(o, "".join(L for L in "ABCDEF" if (r.get(f"option{L}") or "").strip()))
+                    for o, r in zip(outputs, rows)]
+        accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+        return {"accuracy": accuracy, "kappa": cohen_kappa(gold, pred, CHOICE_TASKS[task]), "predictions": pred}
+    gold = [parse_list(r["answer"]) for r in rows]
+    pred = [parse_list(o) for o in outputs]
+    return {"exact_f1": exact_f1(gold, pred), "partial_f1": partial_f1(gold, pred, mode), "predictions": pred}
+
+
+def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[str]]:
+    """{"task", "index", "output"} per line -> {task: outputs in row order}; every row must be there."""
+    path = Path(path)
+    found: dict[str, dict[int, str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JmedLLMError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+        if not isinstance(r, dict) or r.get("task") not in TASKS or not isinstance(r.get("index"), int) \
+                or not isinstance(r.get("output"), str):
+            raise JmedLLMError(f"{path} line {number}: needs task (one of {list(TASKS)}), integer index and string output")
+        found.setdefault(r["task"], {})[r["index"]] = r["output"]
+    outputs = {}
+    for task, by_index in found.items():
+        n = len(load_task(data_dir, task))
+        missing = sorted(set(range(n)) - set(by_index))
+        extra = sorted(set(by_index) - set(range(n)))
+        if extra:
+            raise JmedLLMError(f"{path}: task {task} has {n} rows, but predictions name index {extra[:5]}")
+        # a missing row is an empty output: wrong, and listed by the caller
+        outputs[task] = [by_index.get(i, "") for i in range(n)]
+        if missing:
+            outputs[task + ":missing"] = [str(i) for i in missing]
+    return outputs
+
+
+def table(results: dict[str, dict]) -> str:
+    """The report's Tables 3-4 cells: kappa (accuracy) and partial F1 (exact F1)."""
+    lines = ["| task | score |", "|---|---|"]
+    for task in TASKS:
+        if task in results:
+            r = results[task]
+            cell = f"{r['kappa']:.2f} ({r['accuracy']:.2f})" if task in CHOICE_TASKS else \
+                f"{r['partial_f1']:.2f} ({r['exact_f1']:.2f})"
+            lines.append(f"| {task} | {cell} |")
+    return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
     python evaluate.py score igakuqa --data IgakuQA/ --predictions preds.jsonl [more.jsonl ...] [--out DIR]
     python evaluate.py score jmed-llm --data JMED-LLM/datasets --predictions outputs.jsonl [--mode upstream|corrected]
+    python evaluate.py perplexity --model runs/pretrain/x/checkpoints/step-0000300 --data heldout/*.txt
 
 `score` needs no model: it scores a predictions file in the published format
 ({"problem_id", "prediction"} per line for IgakuQA, {"task", "index", "output"} for
@@ -59,6 +60,21 @@ def score_jmed_llm(data: str, predictions: str, mode: str, out: str | None) -> d
     return results
 
 
+def held_out_perplexity(model_dir: str, data: list[str]) -> dict:
+    from slm.data.readers import ReadErrors, SourceConfig, read_documents
+    from slm.eval.perplexity import perplexity
+    from slm.model import SLM
+    from tokenizer import JapaneseTokenizer
+
+    model, tok = SLM.from_pretrained(model_dir), JapaneseTokenizer.load(Path(model_dir) / "tokenizer")
+    errors = ReadErrors()
+    docs = (d.text for d in read_documents(SourceConfig(name="heldout", paths=data), errors))
+    result = perplexity(model, tok, docs)
+    print(f"{result['tokens']:,} tokens, {result['characters']:,} characters: perplexity {result['perplexity']:.2f}, "
+          f"{result['bits_per_character']:.3f} bits/character; {errors.total} unreadable lines skipped")
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = p.add_subparsers(dest="command", required=True)
@@ -73,9 +89,14 @@ def main(argv=None) -> int:
     jmed.add_argument("--predictions", required=True, help='JSONL of {"task", "index", "output"}')
     jmed.add_argument("--mode", choices=["upstream", "corrected"], default="upstream")
     jmed.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
+    ppl = commands.add_parser("perplexity", help="perplexity and bits per character on held-out text")
+    ppl.add_argument("--model", required=True, help="a checkpoint folder with its tokenizer/")
+    ppl.add_argument("--data", nargs="+", required=True, help="text files (documents separated by blank lines) or JSONL")
     args = p.parse_args(argv)
     try:
-        if args.benchmark == "igakuqa":
+        if args.command == "perplexity":
+            held_out_perplexity(args.model, args.data)
+        elif args.benchmark == "igakuqa":
             score_igakuqa(args.data, args.predictions, args.out)
         else:
             score_jmed_llm(args.data, args.predictions, args.mode, args.out)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from slm.eval import igakuqa, jmed_llm
+from tokenizer.corpus import CorpusError
 
 
 def score_igakuqa(data: str, predictions: list[str], out: str | None) -> dict:
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
             score_igakuqa(args.data, args.predictions, args.out)
         else:
             score_jmed_llm(args.data, args.predictions, args.mode, args.out)
-    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, FileNotFoundError) as e:
+    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -67,7 +67,7 @@ def test_load_benchmark_texts(benchmarks):
 def test_malformed_benchmarks_name_file_and_line(tmp_path):
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text(json.dumps(IGAKUQA[0], ensure_ascii=False) + "\n\n{not json\n", encoding="utf-8")
-    with pytest.raises(BenchmarkError, match=r"bad\.jsonl:3: not JSON"):
+    with pytest.raises(BenchmarkError, match=r"bad\.jsonl line 3: not valid JSON"):
         load_benchmark_texts([bad_json])
     metadata = write_jsonl(tmp_path / "999-A_metadata.jsonl", [{"problem_id": "999A1", "category": "呼吸器"}])
     with pytest.raises(BenchmarkError, match=r"999-A_metadata\.jsonl:1: not an IgakuQA question"):

@@ -6,6 +6,7 @@ import pytest
 
 from evaluate import main
 from slm.eval.igakuqa import IgakuQAError, load_predictions, load_questions, parse_prediction, score
+from tokenizer.corpus import CorpusError
 
 
 def q(pid, answer, points="1", choices=5, text_only=True):
@@ -27,8 +28,9 @@ def data(tmp_path):
         d = root / year
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{exam}-{block}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        (d / f"{exam}-{block}_metadata.jsonl").write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in meta),
-                                                           encoding="utf-8")
+        if meta:  # absent metadata is fine: no prohibited choices
+            (d / f"{exam}-{block}_metadata.jsonl").write_text(
+                "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in meta), encoding="utf-8")
         (d / f"{exam}-{block}_translate.jsonl").write_text("", encoding="utf-8")  # ignored
     return tmp_path / "IgakuQA"
 
@@ -67,7 +69,7 @@ def test_bad_prediction_files_name_file_and_line(data, tmp_path):
     with pytest.raises(IgakuQAError, match=r"p\.jsonl line 2: unknown problem_id '999Z9'"):
         load_predictions(bad, qs)
     bad.write_text('{"problem_id": "112A1"\n')
-    with pytest.raises(IgakuQAError, match=r"p\.jsonl line 1: not valid JSON"):
+    with pytest.raises(CorpusError, match=r"p\.jsonl line 1: not valid JSON"):
         load_predictions(bad, qs)
     bad.write_text('{"problem_id": "112A1", "prediction": 3}\n')
     with pytest.raises(IgakuQAError, match="needs string fields"):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from slm.data.dedup import without_whitespace
 from slm.data.document import Document, Stage
 from slm.data.filters import count_japanese
 from tokenizer.clean import normalize
+from tokenizer.corpus import CorpusError, read_jsonl_records
 
 
 class BenchmarkError(ConfigError):
@@ -54,21 +54,15 @@ def _igakuqa_texts(path: Path) -> list[str]:
     """Question stems and choices of an IgakuQA file: one JSON question a line
     (`problem_text`, `choices`, ...); the _metadata and _translate files are not questions."""
     texts = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                question = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{lineno}: not JSON: {e}") from None
-            if not (isinstance(question, dict) and isinstance(question.get("problem_text"), str)
-                    and isinstance(question.get("choices"), list)):
-                raise BenchmarkError(
-                    f"{path}:{lineno}: not an IgakuQA question (needs a problem_text string and a choices list)"
-                )
-            texts.append(question["problem_text"])
-            texts.extend(str(choice) for choice in question["choices"])
+    try:
+        records = list(read_jsonl_records(path, text_field=None))
+    except CorpusError as e:
+        raise BenchmarkError(str(e)) from None
+    for lineno, question in records:
+        if not (isinstance(question.get("problem_text"), str) and isinstance(question.get("choices"), list)):
+            raise BenchmarkError(f"{path}:{lineno}: not an IgakuQA question (needs a problem_text string and a choices list)")
+        texts.append(question["problem_text"])
+        texts.extend(str(choice) for choice in question["choices"])
     return texts
 
 

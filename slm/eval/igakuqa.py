@@ -14,11 +14,12 @@ Extra views, never replacing the official one: the text-only subset, the require
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tokenizer.corpus import read_jsonl_records
 
 ALWAYS_CORRECT = {"116A71"}
 ALSO_ACCEPTED = {"112B30": [{"a"}, {"d"}]}
@@ -44,15 +45,8 @@ class Question:
 
 
 def _jsonl(path: Path):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise IgakuQAError(f"{path} line {number}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise IgakuQAError(f"{path} line {number}: not a JSON object")
-            yield number, record
+    """(line, object) of a JSONL file; bad JSON raises CorpusError naming file and line."""
+    return read_jsonl_records(path, text_field=None)
 
 
 def _letters(raw) -> set[str]:

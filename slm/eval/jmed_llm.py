@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import ast
 import csv
-import json
 import re
 from pathlib import Path
 
 import numpy as np
+
+from tokenizer.corpus import read_jsonl_records
 
 CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
 NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
@@ -127,14 +128,8 @@ def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[s
     """{"task", "index", "output"} per line -> {task: outputs in row order}; every row must be there."""
     path = Path(path)
     found: dict[str, dict[int, str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise JmedLLMError(f"{path} line {number}: not valid JSON ({e.msg})") from None
-        if not isinstance(r, dict) or r.get("task") not in TASKS or not isinstance(r.get("index"), int) \
+    for number, r in read_jsonl_records(path, text_field=None):  # bad JSON: CorpusError with file and line
+        if r.get("task") not in TASKS or not isinstance(r.get("index"), int) \
                 or not isinstance(r.get("output"), str):
             raise JmedLLMError(f"{path} line {number}: needs task (one of {list(TASKS)}), integer index and string output")
         found.setdefault(r["task"], {})[r["index"]] = r["output"]

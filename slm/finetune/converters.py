@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokenizer.corpus import read_jsonl_records
+
 LETTERS = "ABCDEFGH"
 
 JMED_CHOICE_SYSTEM = ("与えられた医学に関する質問と選択肢から、最も適切な回答を選択してください。"
@@ -50,18 +52,8 @@ def _rows_csv(path: Path):
 
 
 def _rows_jsonl(path: Path, out: Converted):
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            out.skipped.append(f"{path} line {number}: not valid JSON ({e.msg})")
-            continue
-        if not isinstance(record, dict):
-            out.skipped.append(f"{path} line {number}: not a JSON object")
-            continue
-        yield number, record
+    """(line, object); bad lines are skipped and listed with their reason."""
+    return read_jsonl_records(path, text_field=None, on_error=lambda e: out.skipped.append(str(e)))
 
 
 def jmed_llm_user(row: dict) -> tuple[str, str]:

@@ -180,3 +180,22 @@ def test_jmed_llm_config_and_base_flag():
     config, resume = parse("", FinetuneConfig, ["--config", str(root / "configs" / "finetune" / "jmed-llm.yaml"),
                                                 "--base", "runs/x", "--resume"])
     assert (config.init_from, resume, config.optim.lr, config.optim.warmup_steps) == ("runs/x", True, 1e-4, 50)
+
+
+def test_resumed_lora_finetune_repeats_the_losses(tmp_path, base, files, monkeypatch):
+    from slm.finetune.trainer import FinetuneTrainer
+
+    lora = dict(lora=True, lora_config={"rank": 4, "alpha": 8, "dropout": 0.0}, checkpoint={"every": 3},
+                optim={"lr": 1e-2, "warmup_steps": 1}, steps=6)
+    finetune(config(tmp_path, base, files, out=str(tmp_path / "a"), **lora))
+
+    def crash_after_first_checkpoint(self, final):
+        raise KeyboardInterrupt("killed after step 3's checkpoint")
+
+    with monkeypatch.context() as m:  # the same run, stopped after its first checkpoint
+        m.setattr(FinetuneTrainer, "after_save", crash_after_first_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(config(tmp_path, base, files, out=str(tmp_path / "b"), **lora))
+    finetune(config(tmp_path, base, files, out=str(tmp_path / "b"), **lora), resume=True)
+    losses = lambda run: [r["loss"] for r in records(run) if r["kind"] == "train"]
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")

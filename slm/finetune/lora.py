@@ -141,18 +141,25 @@ def load_adapter(base: SLM, directory: str | Path) -> SLM:
     if rows:
         resize_token_embeddings(base, base.config.vocab_size + rows)
     apply_lora(base, LoRAConfig.from_dict(meta["lora"]), rows)
-    with torch.no_grad():
-        if rows:
-            base.embed.weight[-rows:] = tensors.pop("embed.new_rows")
-            if "lm_head.new_rows" in tensors:
-                base.lm_head.weight[-rows:] = tensors.pop("lm_head.new_rows")
-        missing = {n for n, _ in base.named_parameters() if ".lora_" in n} - set(tensors)
-        if missing:
-            raise ValueError(f"{directory}: adapter lacks {sorted(missing)[:3]}...")
-        params = dict(base.named_parameters())
-        for name, t in tensors.items():
-            params[name].copy_(t)
+    copy_adapter_tensors(base, tensors, str(directory))
     return base
+
+
+@torch.no_grad()
+def copy_adapter_tensors(model: SLM, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Put an adapter file's tensors into a model that already carries the adapter's layers."""
+    tensors = dict(tensors)
+    rows = getattr(model, "lora_new_rows", 0)
+    if rows:
+        model.embed.weight[-rows:] = tensors.pop("embed.new_rows")
+        if "lm_head.new_rows" in tensors:
+            model.lm_head.weight[-rows:] = tensors.pop("lm_head.new_rows")
+    params = dict(model.named_parameters())
+    missing = {n for n in params if ".lora_" in n} - set(tensors)
+    if missing:
+        raise ValueError(f"{source}: adapter lacks {sorted(missing)[:3]}...")
+    for name, t in tensors.items():
+        params[name].copy_(t)
 
 
 def merge_lora(model: SLM) -> SLM:

@@ -23,7 +23,8 @@ from slm.data.readers import ReadErrors
 from slm.finetune.chat import encode_chat, ensure_chat_tokens
 from slm.finetune.data import collate, pack, truncate
 from slm.finetune.instructions import load_conversations
-from slm.finetune.lora import LoRAConfig, apply_lora, no_decay_parameters, save_adapter
+from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, no_decay_parameters,
+                               save_adapter)
 from slm.finetune.neftune import NEFTune
 from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
@@ -160,8 +161,8 @@ class FinetuneTrainer(Trainer):
                                  self.run.world_size, config.seed)
         self.neftune = NEFTune(self.model, config.neftune_alpha) if config.neftune_alpha > 0 else None
         best = self.checkpoints / "best"  # resuming: the best so far is still the one to beat
-        self.best = (json.loads(best.read_text())[config.metric], json.loads(best.read_text())["checkpoint"]) \
-            if best.is_file() else None
+        record = json.loads(best.read_text()) if best.is_file() else None
+        self.best = (record[config.metric], record["checkpoint"]) if record else None
         if self.run.main:
             print(f"instruction tuning: {len(train)} conversations in {len(rows)} rows, {len(self.eval_conversations)} "
                   f"held out; {errors.total} malformed records skipped" + "".join(f"\n  {e}" for e in errors.examples[:5]))
@@ -192,16 +193,7 @@ class FinetuneTrainer(Trainer):
         if self.config.lora:
             from safetensors.torch import load_file
 
-            tensors = load_file(directory / "adapter.safetensors")
-            params = dict(self.model.named_parameters())
-            rows = self.model.lora_new_rows
-            with torch.no_grad():
-                if rows:
-                    self.model.embed.weight[-rows:] = tensors.pop("embed.new_rows")
-                    if "lm_head.new_rows" in tensors:
-                        self.model.lm_head.weight[-rows:] = tensors.pop("lm_head.new_rows")
-                for name, t in tensors.items():
-                    params[name].copy_(t)
+            copy_adapter_tensors(self.model, load_file(directory / ADAPTER_WEIGHTS), str(directory))
         else:
             super().restore_model(directory)
 

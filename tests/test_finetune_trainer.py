@@ -12,6 +12,7 @@ from slm.finetune.chat import USER
 from slm.finetune.instructions import load_conversations, to_messages
 from slm.finetune.trainer import ChatLoader, FinetuneConfig, finetune, score
 from slm.data.readers import ReadErrors
+from slm.lm import load_lm
 from slm.model import SLM
 from tokenizer import JapaneseTokenizer
 from tokenizer.unigram import train_tokenizer
@@ -76,6 +77,10 @@ def test_full_finetune_adds_chat_tokens_learns_the_answers_and_keeps_the_best(tm
     ckpt = run / "checkpoints" / "step-0000060"
     model, tok = SLM.from_pretrained(ckpt), JapaneseTokenizer.load(ckpt / "tokenizer")
     assert model.config.vocab_size == tok.vocab_size == 2503 and tok.token_id(USER) == 2501
+    # evaluation finds the best checkpoint from the run folder and answers in the chat format
+    lm = load_lm(run)
+    assert lm.chat and lm.name == best["checkpoint"]
+    assert lm.generate([chat(QUESTIONS[0], "")["messages"][:-1]], max_new_tokens=4) == ["はい"]
 
 
 def test_lora_finetune_saves_only_the_adapter_and_new_rows(tmp_path, base, files):
@@ -88,6 +93,8 @@ def test_lora_finetune_saves_only_the_adapter_and_new_rows(tmp_path, base, files
     assert all(".lora_" in k or k.endswith("new_rows") for k in saved)
     train_losses = [r["loss"] for r in records(tmp_path / "sft") if r["kind"] == "train"]
     assert train_losses[-1] < train_losses[0]
+    lm = load_lm(ckpt)  # the adapter on its base (the run's init_from), merged
+    assert lm.chat and lm.model.config.vocab_size == 2503 and not any(".lora_" in n for n, _ in lm.model.named_parameters())
 
 
 def test_resumed_finetune_repeats_the_losses(tmp_path, base, files):

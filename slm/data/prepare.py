@@ -37,7 +37,7 @@ from slm.data.decontam import DecontamConfig, build_decontam
 from slm.data.dedup import DedupConfig, build_dedup
 from slm.data.document import Document, Stage
 from slm.data.filters import FilterConfig, build_filters
-from slm.data.lm import load_lm
+from slm.lm import load_lm
 from slm.data.quality import QualityConfig, QualityFilter, train_quality_classifier
 from slm.data.readers import ReadErrors, SourceConfig, read_documents
 from slm.data.shards import (DOCS_SUFFIX, shard_complete, shard_stem, token_dtype, write_manifest, write_shard)

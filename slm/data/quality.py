@@ -33,7 +33,7 @@ from tqdm import tqdm
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.data.document import Document
-from slm.data.lm import LocalLM
+from slm.lm import LocalLM
 from tokenizer.corpus import CorpusError, read_jsonl_records
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from slm.checkpoint import atomic_write
 from slm.data.document import Document
-from slm.data.lm import LocalLM, load_lm
+from slm.lm import LocalLM, load_lm
 
 SOURCE = "synthetic_textbooks"
 TOPICS_DIR = Path(__file__).resolve().parent / "topics"

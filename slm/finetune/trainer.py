@@ -20,12 +20,13 @@ import torch
 from slm.checkpoint import load_pretrained, save_pretrained
 from slm.config import ConfigError
 from slm.data.readers import ReadErrors
-from slm.finetune.chat import encode_chat, ensure_chat_tokens
+from slm.finetune.chat import encode_chat, ensure_chat_tokens, render
 from slm.finetune.data import collate, pack, truncate
 from slm.finetune.instructions import load_conversations
 from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, no_decay_parameters,
                                save_adapter)
 from slm.finetune.neftune import NEFTune
+from slm.lm import CHAT_MARKER
 from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
 from slm.train.trainer import Trainer, run_to_end
@@ -57,6 +58,10 @@ class FinetuneConfig(TrainConfig):
 
     def validate_data(self) -> None:
         """Instruction tuning reads JSONL files, not a prepared data folder."""
+
+
+CHAT_EXAMPLE = [{"role": "system", "content": "{system}"}, {"role": "user", "content": "{user}"},
+                {"role": "assistant", "content": "{answer}"}]
 
 
 class ChatLoader:
@@ -188,6 +193,8 @@ class FinetuneTrainer(Trainer):
             save_adapter(self.model, directory, self.added_tokens)
         else:
             save_pretrained(self.model, directory)
+        # marks a model that answers in the chat format, for evaluation (slm.lm.SLMAdapter)
+        (directory / CHAT_MARKER).write_text(json.dumps({"template": render(CHAT_EXAMPLE)}, ensure_ascii=False) + "\n")
 
     def restore_model(self, directory: Path) -> None:
         if self.config.lora:

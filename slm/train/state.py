@@ -58,8 +58,13 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
         candidate = checkpoints / pointer.read_text().strip()
         if (candidate / "trainer_state" / "trainer.json").is_file():
             return candidate
-    steps = sorted(p for p in checkpoints.glob(f"{STEP_PREFIX}*") if (p / "trainer_state" / "trainer.json").is_file())
+    steps = complete_checkpoints(checkpoints)
     return steps[-1] if steps else None
+
+
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """Every complete step folder, oldest first (what a checkpoint sweep evaluates)."""
+    return sorted(p for p in checkpoints.glob(f"{STEP_PREFIX}*") if (p / "trainer_state" / "trainer.json").is_file())
 
 
 def begin(checkpoints: Path, step: int) -> Path:

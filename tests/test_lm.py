@@ -4,20 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_config
-from slm.data.lm import HFAdapter, SLMAdapter, load_lm
+from slm.lm import HFAdapter, SLMAdapter, load_lm
 from slm.model import SLM
 
 TEXTS = ["糖尿病", "胸部X線で右下肺野に浸潤影を認め、市中肺炎と診断した。", ""]
-
-
-@pytest.fixture(scope="module")
-def slm_dir(tmp_path_factory, tok):
-    """A tiny untrained SLM saved with its tokenizer, as slm.demo saves one."""
-    d = tmp_path_factory.mktemp("slm")
-    SLM(small_config(vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)).save_pretrained(d)
-    tok.save(d / "tokenizer")
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +126,117 @@ def test_hf_generate_continues_each_prompt_greedily(hf_lm):
 
 def test_hf_wraps_prompts_in_the_chat_template_when_there_is_one(hf_dir, monkeypatch):
     lm = HFAdapter(hf_dir)
-    assert not lm.chat_template
-    lm.tokenizer.chat_template = "{% for m in messages %}[user]{{ m['content'] }}{% endfor %}[assistant]"
-    lm.chat_template = True
+    assert not lm.chat
+    lm.tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}[assistant]"
+    lm.chat = True
     seen = []
     generate = lm.model.generate
     monkeypatch.setattr(lm.model, "generate", lambda input_ids, **kw: seen.append(input_ids) or generate(input_ids, **kw))
     lm.generate(["発熱"], max_new_tokens=2)
     assert lm.tokenizer.decode(seen[0][0]) == "[user]発熱[assistant]"
+    conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    assert lm.tokenizer.decode(lm.encode_prompt(conversation)) == "[system]S[user]Q[assistant]"
+
+
+CONVERSATION = [{"role": "system", "content": "医師国家試験を解きます。"}, {"role": "user", "content": "問題: 1+1\n答え:"},
+                {"role": "assistant", "content": "2"}, {"role": "user", "content": "問題: 2+2\n答え:"}]
+
+
+def test_plain_text_reads_a_few_shot_conversation_as_a_base_model_would():
+    from slm.lm import plain_text
+
+    assert plain_text(CONVERSATION) == "医師国家試験を解きます。\n\n問題: 1+1\n答え:2\n\n問題: 2+2\n答え:"
+    assert plain_text([{"role": "user", "content": "Q"}]) == "Q"
+
+
+def test_slm_prompts_are_plain_for_a_base_model_and_the_chat_template_for_an_instruct_one(slm_dir, tok):
+    from slm.finetune.chat import encode_chat, ensure_chat_tokens
+    from slm.lm import plain_text
+
+    base = SLMAdapter(slm_dir)
+    assert not base.chat and base.encode_prompt(CONVERSATION) == tok.encode(plain_text(CONVERSATION), add_bos=True)
+    chat = SLMAdapter(slm_dir, chat=True)
+    ensure_chat_tokens(chat.tokenizer)  # the session tokenizer reserves them already
+    assert chat.encode_prompt(CONVERSATION) == encode_chat(chat.tokenizer, CONVERSATION, add_generation_prompt=True).input_ids
+    assert chat.encode_prompt("Q") == encode_chat(chat.tokenizer, [{"role": "user", "content": "Q"}], True).input_ids
+
+
+@pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
+def test_loglik_is_the_log_probability_of_the_continuation_tokens(lm_name, request):
+    lm = request.getfixturevalue(lm_name)
+    requests = [("胸部X線で", "浸潤影"), ("胸部X線で", "a"), ("胸部X線で", "b"), ("発熱", "あり"), ("咳嗽と喀痰の", "c")]
+    batched = lm.loglik(requests, batch_size=4)
+    for (prompt, continuation), value in zip(requests, batched):
+        context, target = lm.encode_prompt(prompt), lm.encode_continuation(continuation)
+        ids = torch.tensor([context + target])
+        with torch.no_grad():
+            logits = lm.model(ids).logits[0].float().log_softmax(-1)
+        expected = sum(logits[len(context) - 1 + i, t].item() for i, t in enumerate(target))
+        assert value == pytest.approx(expected, abs=1e-4)
+        assert lm.loglik([(prompt, continuation)])[0] == pytest.approx(value, abs=1e-4)  # alone = left-padded in a batch
+    with pytest.raises(ValueError, match="no tokens"):
+        lm.loglik([("発熱", "")])
+
+
+def test_loglik_scores_one_token_choices_of_a_prompt_in_one_pass(slm_lm, monkeypatch):
+    calls = []
+    forward = slm_lm._logits
+    monkeypatch.setattr(slm_lm, "_logits", lambda ids, mask, keep: calls.append(ids.shape) or forward(ids, mask, keep))
+    letters = [c for c in "abcde" if len(slm_lm.encode_continuation(c)) == 1]
+    assert len(letters) >= 3
+    slm_lm.loglik([("問題: 答え:", c) for c in letters])
+    assert calls == [torch.Size([1, len(slm_lm.encode_prompt("問題: 答え:"))])]
+
+
+@pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
+def test_document_nll_in_windows_scores_every_token_once(lm_name, request):
+    lm = request.getfixturevalue(lm_name)
+    text = "糖尿病の既往歴があり、内服加療中。" * 3
+    ids = lm.encode_document(text)
+    nll, n = lm.document_nll(text)
+    full = torch.tensor([ids])
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(lm.model(full).logits[0, :-1].float(), full[0, 1:], reduction="sum")
+    assert n == len(ids) - 1 and nll == pytest.approx(expected.item(), rel=1e-4)
+    width, lm.max_length = lm.max_length, 16
+    try:
+        assert lm.document_nll(text)[1] == n  # windows overlap by one token: the same tokens predicted
+    finally:
+        lm.max_length = width
+
+
+def test_model_paths_resolve_runs_pointers_and_lora_adapters(slm_dir, tok, tmp_path):
+    from slm.finetune.lora import LoRAConfig, apply_lora, save_adapter
+    from slm.lm import resolve_model_dir
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for step in ("step-0000100", "step-0000200"):
+        (checkpoints / step / "trainer_state").mkdir(parents=True)
+        (checkpoints / step / "trainer_state" / "trainer.json").write_text("{}")
+    (checkpoints / "latest").write_text("step-0000200\n")
+    assert resolve_model_dir(tmp_path / "run") == checkpoints / "step-0000200"
+    (checkpoints / "best").write_text(json.dumps({"checkpoint": "step-0000100", "exact": 0.5}))
+    assert resolve_model_dir(tmp_path / "run") == checkpoints / "step-0000100"  # instruction tuning's pick
+    assert resolve_model_dir(checkpoints / "latest") == checkpoints / "step-0000200"
+    with pytest.raises(FileNotFoundError):
+        resolve_model_dir(tmp_path / "missing")
+
+    # a LoRA checkpoint: the adapter alone, its base named by the run's config
+    model = SLM.from_pretrained(slm_dir)
+    apply_lora(model, LoRAConfig(rank=2, dropout=0.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    adapter = checkpoints / "step-0000100"
+    save_adapter(model, adapter)
+    tok.save(adapter / "tokenizer")
+    (tmp_path / "run" / "config.yaml").write_text(f"init_from: {slm_dir}\n")
+    lm = load_lm(tmp_path / "run")
+    ids = torch.tensor([tok.encode("発熱と咳嗽", add_bos=True)])
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(ids).logits, model.eval()(ids).logits, atol=1e-4, rtol=1e-4)
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(FileNotFoundError, match="names no base"):
+        load_lm(adapter)
+    assert load_lm(adapter, base=slm_dir).name == "step-0000100"

@@ -1,0 +1,411 @@
+"""Any local causal LM behind one small interface: for the data stages and for evaluation.
+
+The quality classifier (slm.data.quality) asks an LM to rate documents and
+embeds them; the synthetic textbooks (slm.data.synth) ask one to write; the
+benchmarks (slm.eval) ask it questions and compare the likelihoods of answers.
+They only need `LocalLM`:
+
+- `generate`: continuations of prompts (greedy or sampled);
+- `loglik`: the log-probability of given continuations of prompts;
+- `embed`: the last hidden state at each text's last token (report §2.1).
+
+A prompt is either text, or a conversation (a list of {"role", "content"} messages
+ending with a user turn). A chat model (`chat` true) reads a conversation through
+its chat template and a text as one user turn; a model without one (a base model)
+reads a conversation as plain text (`plain_text`), so few-shot prompts stay usable.
+
+Two adapters:
+- `SLMAdapter`: our checkpoints (slm.checkpoint folders with the tokenizer in
+  `tokenizer/`), including a LoRA adapter on its base;
+- `HFAdapter`: a transformers causal LM in a local folder (never downloaded), so
+  baselines go through the same code.
+
+`load_lm(path)` picks the adapter from the folder, after `resolve_model_dir` has
+turned a run folder or a `best`/`latest` pointer into a checkpoint folder. Tests
+and users can pass any other object with the same methods (and a `name`).
+
+Prompts of different lengths are batched by padding on the left, so every row's
+last real token is at the last position: that is where generation continues,
+where the embedding is read, and where the continuations scored by `loglik` end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, Union
+
+import numpy as np
+import torch
+
+from slm.generate import left_pad
+from slm.model import SLM
+from tokenizer import JapaneseTokenizer
+
+Prompt = Union[str, list[dict]]
+CHAT_MARKER = "chat.json"  # written into instruction-tuned checkpoints (slm.finetune): they answer in the chat format
+
+
+class LocalLM(Protocol):
+    name: str  # recorded with what it produced (e.g. meta["model"] of synthetic documents)
+    chat: bool  # prompts go through a chat template
+    max_length: int | None  # the longest sequence (prompt + continuation) the model takes
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
+                 stop_at_newline: bool = False) -> list[str]:
+        """The continuation of each prompt (the prompt itself left out); temperature 0 is greedy."""
+        ...
+
+    def loglik(self, requests: Sequence[tuple[Prompt, str]], batch_size: int = 8) -> list[float]:
+        """Sum of the log-probabilities of each continuation's tokens after its prompt."""
+        ...
+
+    def prompt_length(self, prompt: Prompt) -> int:
+        """Tokens the prompt takes (to fit few-shot prompts into the context)."""
+        ...
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """The tokens `loglik` scores for a continuation."""
+        ...
+
+    def embed(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """(len(texts), d) float32: the final hidden state (after the last norm) at each text's last token."""
+        ...
+
+    def document_nll(self, text: str) -> tuple[float, int]:
+        """(negative log-likelihood in nats, tokens predicted) of a whole document, framed by the
+        model's own begin/end tokens, in windows of its context (perplexity, bits per character)."""
+        ...
+
+
+def plain_text(messages: list[dict]) -> str:
+    """A conversation as text for a model without a chat format: the system message, then each
+    user turn directly followed by its answer, turns apart by a blank line. A few-shot prompt
+    reads as the model saw such text in pretraining: "...答え:e\\n\\n問題: ...答え:"."""
+    parts, turn = [], ""
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(m["content"])
+        elif m["role"] == "user":
+            if turn:
+                parts.append(turn)
+            turn = m["content"]
+        else:
+            parts.append(turn + m["content"])
+            turn = ""
+    if turn:
+        parts.append(turn)
+    return "\n\n".join(parts)
+
+
+class _TorchLM:
+    """What the adapters share: batching, the loglik bookkeeping, embedding batches.
+
+    Subclasses say how to encode prompts and continuations and run the model on a padded
+    batch. Each batch of a sampled `generate` gets its own seed (seed, seed + 1, ...), so the
+    same prompts, seed and batch size give the same texts without touching global RNGs.
+    """
+
+    name: str
+    dim: int  # the hidden size, the width of `embed`'s output
+    chat: bool
+    max_length: int | None
+    pad_id: int
+    device: torch.device
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        raise NotImplementedError
+
+    def encode_continuation(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_document(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def prompt_length(self, prompt: Prompt) -> int:
+        return len(self.encode_prompt(prompt))
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
+                 stop_at_newline: bool = False) -> list[str]:
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 (0: greedy) and 0 < top_p <= 1, got {temperature}, {top_p}")
+        ids = [self.encode_prompt(p) for p in prompts]
+        out: list[str] = []
+        for k, start in enumerate(range(0, len(ids), batch_size)):
+            batch_seed = None if seed is None else seed + k
+            texts = self._generate_batch(ids[start : start + batch_size], max_new_tokens, temperature, top_p, batch_seed,
+                                         stop_at_newline)
+            out += [t.split("\n", 1)[0] for t in texts] if stop_at_newline else texts
+        return out
+
+    @torch.no_grad()
+    def loglik(self, requests: Sequence[tuple[Prompt, str]], batch_size: int = 8) -> list[float]:
+        """Prompt and continuation are encoded apart and joined (as lm-evaluation-harness does), so a
+        chat model scores exactly the tokens it would write after its turn marker.
+
+        The model reads prompt + continuation without its last token, and the last len(continuation)
+        positions predict the continuation. One-token continuations of one prompt (answer letters)
+        share that input: one forward pass scores all of a question's choices.
+        """
+        jobs: dict[tuple[int, ...], int] = {}  # model input -> positions to keep
+        needs = []
+        for prompt, continuation in requests:
+            context, target = self.encode_prompt(prompt), self.encode_continuation(continuation)
+            if not target:
+                raise ValueError(f"continuation {continuation!r} encodes to no tokens")
+            key = tuple(context + target[:-1])
+            if self.max_length is not None and len(key) > self.max_length:
+                raise ValueError(f"prompt + continuation take {len(key) + 1} tokens, more than the model's {self.max_length}")
+            jobs[key] = max(jobs.get(key, 0), len(target))
+            needs.append((key, target))
+        keys = sorted(jobs, key=len, reverse=True)  # similar lengths share a batch: less padding
+        logprobs: dict[tuple[int, ...], torch.Tensor] = {}
+        for start in range(0, len(keys), batch_size):
+            batch = keys[start : start + batch_size]
+            keep = max(jobs[k] for k in batch)
+            input_ids, mask = left_pad([list(k) for k in batch], self.pad_id, self.device)
+            logits = self._logits(input_ids, mask, keep).float().log_softmax(dim=-1).cpu()
+            logprobs.update(zip(batch, logits))
+        return [float(logprobs[key][-len(target) :].gather(1, torch.tensor(target)[:, None]).sum())
+                for key, target in needs]
+
+    @torch.no_grad()
+    def document_nll(self, text: str) -> tuple[float, int]:
+        ids = self.encode_document(text)
+        width = self.max_length or len(ids)
+        nll, predicted = 0.0, 0
+        # windows overlap by one token, so every token after the first is predicted exactly once
+        for start in range(0, max(len(ids) - 1, 1), width - 1):
+            window = ids[start : start + width]
+            if len(window) < 2:
+                break
+            input_ids = torch.tensor([window], device=self.device)
+            logits = self._logits(input_ids, torch.ones_like(input_ids), len(window))[0, :-1].float()
+            nll += torch.nn.functional.cross_entropy(logits, input_ids[0, 1:], reduction="sum").item()
+            predicted += len(window) - 1
+        return nll, predicted
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        parts = [self._embed_batch(list(texts[i : i + batch_size])).float().cpu().numpy()
+                 for i in range(0, len(texts), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _generate_batch(self, ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                        seed: int | None, stop_at_newline: bool) -> list[str]:
+        raise NotImplementedError
+
+    def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
+        """(B, keep, vocab): the logits of the last `keep` positions of a left-padded batch."""
+        raise NotImplementedError
+
+    def _embed_batch(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), d) hidden states at the last real token."""
+        raise NotImplementedError
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The checkpoint folder that `path` means: a model folder itself; a run folder (its
+    `checkpoints/best` when instruction tuning kept one, else the newest complete checkpoint);
+    or a `best` / `latest` pointer file in a run's checkpoints folder."""
+    from slm.train.state import latest_checkpoint
+
+    path = Path(path)
+    if path.is_file() and path.name in ("best", "latest"):
+        text = path.read_text().strip()
+        name = json.loads(text)["checkpoint"] if text.startswith("{") else text
+        return path.parent / name
+    if (path / "checkpoints").is_dir():
+        if (path / "checkpoints" / "best").is_file():
+            return resolve_model_dir(path / "checkpoints" / "best")
+        found = latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
+        return found
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model folder, run folder or checkpoint pointer")
+    return path
+
+
+def _lora_base(model_dir: Path) -> Path:
+    """The base a LoRA checkpoint was trained on: the `init_from` of its run's config.yaml."""
+    import yaml
+
+    run_config = model_dir.parent.parent / "config.yaml"
+    base = yaml.safe_load(run_config.read_text()).get("init_from") if run_config.is_file() else None
+    if not base:
+        raise FileNotFoundError(f"{model_dir} is a LoRA adapter and {run_config} names no base model; pass its base")
+    return Path(base)
+
+
+class SLMAdapter(_TorchLM):
+    """One of our checkpoints: `<model_dir>/config.json`, the weights, and `<model_dir>/tokenizer/`;
+    or a LoRA adapter folder, put on its base (`base`, else the run's `init_from`) and merged.
+
+    chat: None reads it from the checkpoint (instruction tuning marks its checkpoints with
+    chat.json); a base model reads conversations as plain text.
+    Texts are encoded with <begin_of_text> first, as generation prompts are, which also
+    gives an empty text one token to embed. Embedding inputs are cut to `max_length`
+    tokens (default: the model's max_seq_len), keeping the start of the text.
+    """
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 max_length: int | None = None, base: str | Path | None = None, chat: bool | None = None):
+        from slm.finetune.lora import ADAPTER_CONFIG, load_adapter, merge_lora
+
+        model_dir = Path(model_dir)
+        self.name = model_dir.resolve().name
+        if (model_dir / ADAPTER_CONFIG).is_file():
+            base_model = SLM.from_pretrained(base or _lora_base(model_dir), dtype=torch.float32)
+            self.model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
+        else:
+            self.model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
+        self.tokenizer = JapaneseTokenizer.load(model_dir / "tokenizer")
+        self.device = torch.device(device)
+        self.dim = self.model.config.d_model
+        self.max_length = max_length or self.model.config.max_seq_len
+        self.pad_id = self.tokenizer.pad_id
+        self.chat = (model_dir / CHAT_MARKER).is_file() if chat is None else chat
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        from slm.finetune.chat import encode_chat
+
+        if self.chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            return encode_chat(self.tokenizer, messages, add_generation_prompt=True).input_ids
+        return self.tokenizer.encode(prompt if isinstance(prompt, str) else plain_text(prompt), add_bos=True)
+
+    def encode_continuation(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode_document(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=True, add_eos=True)
+
+    def _generate_batch(self, ids, max_new_tokens, temperature, top_p, seed, stop_at_newline):
+        eos = [self.tokenizer.eos_id] + ([self.tokenizer.newline_id] if stop_at_newline else [])
+        out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                                  temperature=temperature, top_p=top_p, seed=seed, eos_token_id=eos,
+                                  pad_token_id=self.pad_id)
+        prompt_len = max(map(len, ids))
+        # Finished rows are filled with padding (<end_of_text>), a special token that decoding drops.
+        return self.tokenizer.decode_batch(out[:, prompt_len:].tolist(), skip_special_tokens=True)
+
+    def _logits(self, input_ids, attention_mask, keep):
+        mask = None if attention_mask.all() else attention_mask
+        return self.model(input_ids, attention_mask=mask, logits_to_keep=keep).logits
+
+    def _embed_batch(self, texts):
+        ids = [self.tokenizer.encode(t, add_bos=True)[: self.max_length] for t in texts]
+        input_ids, mask = left_pad(ids, self.tokenizer.pad_id, self.device)
+        captured = []
+        # model.norm's output is what the LM head reads. With logits_to_keep=1 the model
+        # normalises only the last position, which left padding makes every row's last token.
+        hook = self.model.norm.register_forward_hook(lambda module, args, output: captured.append(output[:, -1]))
+        try:
+            self.model(input_ids, attention_mask=None if mask.all() else mask, logits_to_keep=1)
+        finally:
+            hook.remove()
+        return captured[0]
+
+
+class HFAdapter(_TorchLM):
+    """A transformers causal LM in a local folder (AutoTokenizer + AutoModelForCausalLM, nothing downloaded).
+
+    chat: use the tokenizer's chat template (a text prompt becomes one user turn), as
+    instruction-tuned models expect; None uses it whenever the tokenizer has one.
+    A tokenizer without a pad token pads with its eos token (padding is masked anyway).
+    Embedding inputs are cut to `max_length` tokens (default: the model's
+    max_position_embeddings when its config has one).
+    """
+
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 max_length: int | None = None, chat: bool | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        self.name = model_dir.resolve().name
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            if self.tokenizer.eos_token is None:
+                raise ValueError(f"{model_dir}: the tokenizer has neither a pad nor an eos token to pad batches with")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = self.tokenizer.pad_token_id
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=dtype or "auto")
+        self.model.to(device).eval()
+        self.device = torch.device(device)
+        self.dim = self.model.config.get_text_config().hidden_size
+        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
+        self.chat = self.tokenizer.chat_template is not None if chat is None else chat
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if self.chat:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            # the template writes the special tokens (bos) itself
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(prompt if isinstance(prompt, str) else plain_text(prompt))["input_ids"]
+
+    def encode_continuation(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_document(self, text: str) -> list[int]:
+        ids = self.tokenizer(text)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return ids + [eos] if eos is not None and ids[-1:] != [eos] else ids
+
+    def _positions(self, mask: torch.Tensor) -> torch.Tensor:
+        """Positions counting real tokens only, so a left-padded row is read as it is alone."""
+        return (mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+    def _generate_batch(self, ids, max_new_tokens, temperature, top_p, seed, stop_at_newline):
+        input_ids, mask = left_pad(ids, self.pad_id, self.device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        if stop_at_newline:
+            sampling.update(stop_strings=["\n"], tokenizer=self.tokenizer)
+        # transformers samples from the global RNG: seed it inside a fork, so the caller's state is kept.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.pad_id, **sampling)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+    def _logits(self, input_ids, attention_mask, keep):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=self._positions(attention_mask),
+                          logits_to_keep=keep).logits
+
+    def _embed_batch(self, texts):
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=self.max_length is not None,
+                             max_length=self.max_length).to(self.device)
+        empty = (enc["attention_mask"].sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:  # a row of padding only has no last token (tokenizers that add no bos, given "")
+            raise ValueError(f"{len(empty)} text(s) encode to no tokens and cannot be embedded: {[texts[i][:30] for i in empty]}")
+        # The last entry of output_hidden_states is the final (normed) layer output; only the
+        # last position is kept, which left padding makes every row's last real token.
+        return self.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -1]
+
+
+def load_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+            base: str | Path | None = None, chat: bool | None = None) -> LocalLM:
+    """The adapter for a local model: transformers configs name a "model_type"; ours
+    (slm.config.ModelConfig) have "d_model" and never a "model_type"; a LoRA adapter folder
+    has adapter_config.json and goes onto `base` (default: its run's init_from)."""
+    from slm.finetune.lora import ADAPTER_CONFIG
+
+    path = resolve_model_dir(path)
+    if (path / ADAPTER_CONFIG).is_file():
+        return SLMAdapter(path, device=device, dtype=dtype, base=base, chat=chat)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{path} is not a model folder: config.json is missing")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "model_type" in config:
+        return HFAdapter(path, device=device, dtype=dtype, chat=chat)
+    if "d_model" in config:
+        return SLMAdapter(path, device=device, dtype=dtype, chat=chat)
+    raise ValueError(f"{config_path}: neither a transformers config (model_type) nor an slm ModelConfig (d_model)")

@@ -21,14 +21,21 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # The main job on the shipped sample: tokenizer -> shards -> pretraining -> generation ->
-# instruction tuning (judged by greedy answers on the held-out instructions).
+# instruction tuning (judged by greedy answers on the held-out instructions) -> evaluation of
+# both models on the sample questions (IgakuQA and JMED-LLM formats) and a checkpoint sweep.
+SAMPLE_BENCH := data/sample/benchmarks
 demo: $(STAMP)
-	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample runs/finetune/tiny-sample
+	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample runs/finetune/tiny-sample runs/eval
 	$(PY) -m tokenizer.train --input data/sample/corpus --vocab-size 8000 --allow-smaller-vocab --out runs/demo/tokenizer
 	$(PY) -m slm.data.prepare --config configs/data/sample.yaml
 	$(PY) train.py --config configs/pretrain/tiny-sample.yaml
 	$(PY) -m slm.demo --run runs/pretrain/tiny-sample
 	$(PY) finetune.py --config configs/finetune/sample.yaml
+	$(PY) evaluate.py igakuqa --model runs/finetune/tiny-sample --data $(SAMPLE_BENCH)/igakuqa
+	$(PY) evaluate.py jmed-llm --model runs/finetune/tiny-sample --data $(SAMPLE_BENCH)/jmed-llm --max-new-tokens 32
+	$(PY) evaluate.py sweep runs/pretrain/tiny-sample --benchmarks igakuqa jmed-llm perplexity --method loglik \
+		--igakuqa-data $(SAMPLE_BENCH)/igakuqa --jmed-llm-data $(SAMPLE_BENCH)/jmed-llm \
+		--heldout data/sample/corpus/nursing_notes.txt
 
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py

@@ -1,23 +1,93 @@
-"""Benchmarks (report §2.5).
+"""Benchmarks (report §2.5): IgakuQA, JMED-LLM, perplexity, checkpoint sweeps, and scoring of
+prediction files.
 
-    python evaluate.py score igakuqa --data IgakuQA/ --predictions preds.jsonl [more.jsonl ...] [--out DIR]
-    python evaluate.py score jmed-llm --data JMED-LLM/datasets --predictions outputs.jsonl [--mode upstream|corrected]
-    python evaluate.py perplexity --model runs/pretrain/x/checkpoints/step-0000300 --data heldout/*.txt
+    python evaluate.py igakuqa --model runs/finetune/sft --data IgakuQA/        [--method loglik] [--shots 3]
+    python evaluate.py jmed-llm --model runs/finetune/sft --data JMED-LLM/datasets [--mode corrected]
+    python evaluate.py perplexity --model runs/pretrain/x --data heldout/*.txt
+    python evaluate.py sweep runs/pretrain/x --benchmarks igakuqa perplexity --igakuqa-data IgakuQA/ --heldout h.txt
+    python evaluate.py score igakuqa --data IgakuQA/ --predictions preds.jsonl [more.jsonl ...]
+    python evaluate.py score jmed-llm --data JMED-LLM/datasets --predictions outputs.jsonl [--mode corrected]
 
-`score` needs no model: it scores a predictions file in the published format
-({"problem_id", "prediction"} per line for IgakuQA, {"task", "index", "output"} for
-JMED-LLM), so results of API models or other
-toolkits go through the same official rules. Generation with our checkpoints,
-JMED-LLM and checkpoint sweeps are the next steps of this CLI.
+--model is a checkpoint folder, a run folder (its best checkpoint, else the newest), a LoRA
+adapter checkpoint (its base from the run's init_from, or --base), or a transformers model
+folder. Base models (without chat.json, written by instruction tuning) read the prompts as
+plain text; `--method loglik` ranks the choices by likelihood instead of generating.
+Every run writes predictions.jsonl, metrics.json and table.md (--out, default
+runs/eval/<run>-<checkpoint>/<benchmark>). `score` needs no model: it reads the published
+formats ({"problem_id", "prediction"} per line for IgakuQA, {"task", "index", "output"} for
+JMED-LLM; a model run's predictions.jsonl is in that format too).
 """
 
 import argparse
-import json
 import sys
+from functools import partial
 from pathlib import Path
 
+from slm.checkpoint import CheckpointError
 from slm.eval import igakuqa, jmed_llm
+from slm.eval.benchmarks import run_igakuqa, run_jmed_llm, run_perplexity
+from slm.eval.harness import write_results
+from slm.lm import resolve_model_dir
 from tokenizer.corpus import CorpusError
+
+BENCHMARKS = ("igakuqa", "jmed-llm", "perplexity")
+
+
+def load_model(args, path):
+    import torch
+
+    from slm.lm import load_lm
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
+             "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    chat = {"auto": None, "yes": True, "no": False}[args.chat]
+    return load_lm(path, device=device, dtype=dtype, base=args.base, chat=chat)
+
+
+def default_out(model: str, benchmark: str) -> Path:
+    """runs/eval/<run>-<checkpoint>/<benchmark>: a checkpoint is named with its run."""
+    path = resolve_model_dir(model).resolve()
+    name = f"{path.parent.parent.name}-{path.name}" if path.parent.name == "checkpoints" else path.name
+    return Path("runs/eval") / name / benchmark
+
+
+def read_heldout(files: list[str]) -> tuple[list[str], int]:
+    from slm.data.readers import ReadErrors, SourceConfig, read_documents
+
+    errors = ReadErrors()
+    docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=files), errors)]
+    return docs, errors.total
+
+
+def evaluators(args) -> dict:
+    """The benchmarks a sweep runs, each as (model, output folder) -> headline numbers."""
+    chosen = {}
+    for name in args.benchmarks:
+        if name == "igakuqa":
+            if not args.igakuqa_data:
+                raise SystemExit("error: --igakuqa-data is needed for igakuqa")
+            chosen[name] = partial(_igakuqa, args)
+        elif name == "jmed-llm":
+            if not args.jmed_llm_data:
+                raise SystemExit("error: --jmed-llm-data is needed for jmed-llm")
+            chosen[name] = partial(_jmed_llm, args)
+        else:
+            if not args.heldout:
+                raise SystemExit("error: --heldout is needed for perplexity")
+            docs, skipped = read_heldout(args.heldout)
+            chosen[name] = lambda lm, out, docs=docs, skipped=skipped: run_perplexity(lm, docs, out, skipped, echo=False)
+    return chosen
+
+
+def _igakuqa(args, lm, out, data=None, echo=False):
+    return run_igakuqa(lm, data or args.igakuqa_data, out, args.method, args.shots, args.shots_file, args.years,
+                       args.loglik_target, args.max_new_tokens or 32, args.batch_size, echo=echo)
+
+
+def _jmed_llm(args, lm, out, data=None, echo=False):
+    return run_jmed_llm(lm, data or args.jmed_llm_data, out, args.tasks, args.method, args.mode,
+                        args.max_new_tokens or 512, args.batch_size, echo=echo)
 
 
 def score_igakuqa(data: str, predictions: list[str], out: str | None) -> dict:
@@ -31,12 +101,8 @@ def score_igakuqa(data: str, predictions: list[str], out: str | None) -> dict:
         if y["missing"]:
             print(f"{year}: {len(y['missing'])} questions without a prediction (counted wrong): {y['missing'][:10]}")
     if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "predictions.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result["questions"]), encoding="utf-8")
-        (out_dir / "metrics.json").write_text(json.dumps(result["years"], indent=2) + "\n", encoding="utf-8")
-        (out_dir / "table.md").write_text(igakuqa.table(result), encoding="utf-8")
+        write_results(out, result["questions"], {"overall": result["overall"], "years": result["years"]},
+                      igakuqa.table(result))
     return result
 
 
@@ -50,58 +116,111 @@ def score_jmed_llm(data: str, predictions: str, mode: str, out: str | None) -> d
                 print(f"{task}: rows without a prediction (scored as empty output): {outputs[task + ':missing'][:10]}")
     print(jmed_llm.table(results), end="")
     if out:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        metrics = {t: {k: v for k, v in r.items() if k != "predictions"} for t, r in results.items()}
-        (out_dir / "metrics.json").write_text(json.dumps({"mode": mode, **metrics}, indent=2) + "\n", encoding="utf-8")
-        (out_dir / "predictions.jsonl").write_text("".join(
-            json.dumps({"task": t, "index": i, "parsed": p}, ensure_ascii=False) + "\n"
-            for t, r in results.items() for i, p in enumerate(r["predictions"])), encoding="utf-8")
-        (out_dir / "table.md").write_text(jmed_llm.table(results), encoding="utf-8")
+        write_results(out, *jmed_llm.report(results, outputs, mode), jmed_llm.table(results))
     return results
 
 
-def held_out_perplexity(model_dir: str, data: list[str]) -> dict:
-    from slm.data.readers import ReadErrors, SourceConfig, read_documents
-    from slm.eval.perplexity import perplexity
-    from slm.model import SLM
-    from tokenizer import JapaneseTokenizer
+def _model_options(p: argparse.ArgumentParser, method: bool = True) -> None:
+    p.add_argument("--base", help="the base checkpoint of a LoRA adapter (default: the run's init_from)")
+    p.add_argument("--chat", choices=["auto", "yes", "no"], default="auto",
+                   help="read prompts through the chat template (auto: when the checkpoint was instruction-tuned)")
+    p.add_argument("--device", help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--batch-size", type=int, default=8)
+    if method:
+        p.add_argument("--method", choices=["generate", "loglik"], default="generate",
+                       help="generate greedily, or rank the choices by log-likelihood (base models)")
+        p.add_argument("--max-new-tokens", type=int, help="default: 32 for IgakuQA, 512 for JMED-LLM (official)")
 
-    model, tok = SLM.from_pretrained(model_dir), JapaneseTokenizer.load(Path(model_dir) / "tokenizer")
-    errors = ReadErrors()
-    docs = (d.text for d in read_documents(SourceConfig(name="heldout", paths=data), errors))
-    result = perplexity(model, tok, docs)
-    print(f"{result['tokens']:,} tokens, {result['characters']:,} characters: perplexity {result['perplexity']:.2f}, "
-          f"{result['bits_per_character']:.3f} bits/character; {errors.total} unreadable lines skipped")
-    return result
+
+def _igakuqa_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shots", type=int, default=3, help="few-shot examples (published: 3)")
+    p.add_argument("--shots-file", help="default: prompts/prompt.jsonl beside the data")
+    p.add_argument("--years", nargs="+", help="default: every year found")
+    p.add_argument("--loglik-target", choices=["letter", "text"], default="letter")
+
+
+def _jmed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", nargs="+", choices=jmed_llm.TASKS, default=list(jmed_llm.TASKS))
+    p.add_argument("--mode", choices=["upstream", "corrected"], default="upstream")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True)
+
+    igaku = commands.add_parser("igakuqa", help="put IgakuQA to a model")
+    igaku.add_argument("--model", required=True)
+    igaku.add_argument("--data", required=True, help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl, prompts/)")
+    igaku.add_argument("--out")
+    _model_options(igaku)
+    _igakuqa_options(igaku)
+
+    jmed = commands.add_parser("jmed-llm", help="put the JMED-LLM tasks to a model")
+    jmed.add_argument("--model", required=True)
+    jmed.add_argument("--data", required=True, help="the JMED-LLM datasets folder (<task>.csv)")
+    jmed.add_argument("--out")
+    _model_options(jmed)
+    _jmed_options(jmed)
+
+    ppl = commands.add_parser("perplexity", help="perplexity and bits per character on held-out text")
+    ppl.add_argument("--model", required=True)
+    ppl.add_argument("--data", nargs="+", required=True, help="text files (documents separated by blank lines) or JSONL")
+    ppl.add_argument("--out")
+    _model_options(ppl, method=False)
+
+    sweep = commands.add_parser("sweep", help="every checkpoint of a run: sweep.csv and sweep.png")
+    sweep.add_argument("run", help="a run folder (runs/<name>, with checkpoints/)")
+    sweep.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, required=True)
+    sweep.add_argument("--igakuqa-data")
+    sweep.add_argument("--jmed-llm-data")
+    sweep.add_argument("--heldout", nargs="+", help="held-out text for perplexity")
+    sweep.add_argument("--out", help="default: <run>/eval")
+    sweep.add_argument("--force", action="store_true", help="re-evaluate checkpoints already evaluated")
+    _model_options(sweep)
+    _igakuqa_options(sweep)
+    _jmed_options(sweep)
+
+    score = commands.add_parser("score", help="score a predictions file by the official rules (no model)")
+    benchmarks = score.add_subparsers(dest="benchmark", required=True)
+    igaku_score = benchmarks.add_parser("igakuqa")
+    igaku_score.add_argument("--data", required=True, help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl)")
+    igaku_score.add_argument("--predictions", nargs="+", required=True)
+    igaku_score.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
+    jmed_score = benchmarks.add_parser("jmed-llm")
+    jmed_score.add_argument("--data", required=True, help="the JMED-LLM datasets folder (<task>.csv)")
+    jmed_score.add_argument("--predictions", required=True, help='JSONL of {"task", "index", "output"}')
+    jmed_score.add_argument("--mode", choices=["upstream", "corrected"], default="upstream")
+    jmed_score.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = p.add_subparsers(dest="command", required=True)
-    score = commands.add_parser("score", help="score a predictions file by the official rules")
-    benchmarks = score.add_subparsers(dest="benchmark", required=True)
-    igaku = benchmarks.add_parser("igakuqa")
-    igaku.add_argument("--data", required=True, help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl)")
-    igaku.add_argument("--predictions", nargs="+", required=True)
-    igaku.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
-    jmed = benchmarks.add_parser("jmed-llm")
-    jmed.add_argument("--data", required=True, help="the JMED-LLM datasets folder (<task>.csv)")
-    jmed.add_argument("--predictions", required=True, help='JSONL of {"task", "index", "output"}')
-    jmed.add_argument("--mode", choices=["upstream", "corrected"], default="upstream")
-    jmed.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
-    ppl = commands.add_parser("perplexity", help="perplexity and bits per character on held-out text")
-    ppl.add_argument("--model", required=True, help="a checkpoint folder with its tokenizer/")
-    ppl.add_argument("--data", nargs="+", required=True, help="text files (documents separated by blank lines) or JSONL")
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        if args.command == "perplexity":
-            held_out_perplexity(args.model, args.data)
-        elif args.benchmark == "igakuqa":
-            score_igakuqa(args.data, args.predictions, args.out)
+        if args.command == "score":
+            if args.benchmark == "igakuqa":
+                score_igakuqa(args.data, args.predictions, args.out)
+            else:
+                score_jmed_llm(args.data, args.predictions, args.mode, args.out)
+        elif args.command == "sweep":
+            from slm.eval.sweep import sweep
+
+            rows = sweep(args.run, evaluators(args), partial(load_model, args), args.out, args.force)
+            out = Path(args.out) if args.out else Path(args.run) / "eval"
+            print(f"{len(rows)} values from {len({r['checkpoint'] for r in rows})} checkpoints: "
+                  f"{out / 'sweep.csv'}, {out / 'sweep.png'}")
         else:
-            score_jmed_llm(args.data, args.predictions, args.mode, args.out)
-    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, FileNotFoundError) as e:
+            out = args.out or default_out(args.model, args.command)
+            lm = load_model(args, args.model)
+            if args.command == "igakuqa":
+                _igakuqa(args, lm, out, args.data, echo=True)
+            elif args.command == "jmed-llm":
+                _jmed_llm(args, lm, out, args.data, echo=True)
+            else:
+                docs, skipped = read_heldout(args.data)
+                run_perplexity(lm, docs, out, skipped)
+    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

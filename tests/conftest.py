@@ -56,3 +56,46 @@ def data_dir(tmp_path_factory, tokenizer_dir):
                     {"name": "heldout", "paths": [str(files[-1])]}],
         "dedup": {"capacity": 100000, "sentence_capacity": 1000000}}), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def slm_dir(tmp_path_factory, tok):
+    """A tiny untrained SLM saved with its tokenizer, as a checkpoint folder holds them."""
+    d = tmp_path_factory.mktemp("slm")
+    SLM(small_config(vocab_size=tok.vocab_size, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)).save_pretrained(d)
+    tok.save(d / "tokenizer")
+    return d
+
+
+SAMPLE_BENCHMARKS = Path(__file__).resolve().parents[1] / "data" / "sample" / "benchmarks"
+
+
+class ScriptedLM:
+    """A stand-in for slm.lm.LocalLM with known answers: `outputs` maps a substring of the last
+    user turn to what the model writes, `scores` maps (substring, continuation) to its
+    log-likelihood; a prompt "costs" one token per character. Records what it was asked."""
+
+    name, chat = "scripted", True
+
+    def __init__(self, outputs=None, scores=None, max_length=None):
+        self.outputs, self.scores, self.max_length = outputs or {}, scores or {}, max_length
+        self.generated, self.budgets = [], []
+
+    @staticmethod
+    def _last_user(prompt):
+        return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+    def prompt_length(self, prompt):
+        return len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+
+    def encode_continuation(self, text):
+        return list(text)
+
+    def generate(self, prompts, max_new_tokens=256, batch_size=8, stop_at_newline=False, **kwargs):
+        self.generated += prompts
+        self.budgets.append(max_new_tokens)
+        return [next((v for k, v in self.outputs.items() if k in self._last_user(p)), "") for p in prompts]
+
+    def loglik(self, requests, batch_size=8):
+        return [next((v for (k, c), v in self.scores.items() if k in self._last_user(p) and c == cont), -10.0)
+                for p, cont in requests]

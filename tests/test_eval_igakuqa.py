@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
-from slm.eval.igakuqa import IgakuQAError, load_predictions, load_questions, parse_prediction, score
+from slm.eval.igakuqa import (SYSTEM, IgakuQAError, Question, conversation, evaluate, extract_answer, find_shots,
+                              format_question, load_predictions, load_questions, load_shots, parse_prediction, score)
 from tokenizer.corpus import CorpusError
 
 
@@ -84,8 +86,89 @@ def test_cli_scores_and_writes_reports(data, tmp_path, capsys):
     assert main(["score", "igakuqa", "--data", str(data), "--predictions", str(preds), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "| 2018 | 4/7 |" in out and "without a prediction" in out
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["2018"]["points"] == 4
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["years"]["2018"]["points"] == 4
     assert (tmp_path / "o" / "table.md").is_file() and (tmp_path / "o" / "predictions.jsonl").is_file()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem_id": "nope", "prediction": "a"}\n')
     assert main(["score", "igakuqa", "--data", str(data), "--predictions", str(bad)]) == 2
+
+
+# ------------------------------------------------------------------ putting the exam to a model
+
+SAMPLE = SAMPLE_BENCHMARKS / "igakuqa"
+
+
+def question(choices=5, answer=("a", "c")):
+    return Question("1", "y", "A", "問題文", [f"選択肢{i}" for i in range(choices)], list(answer), 1, True)
+
+
+def test_the_published_prompt():
+    assert format_question(question()) == (
+        "問題: 問題文\na: 選択肢0\nb: 選択肢1\nc: 選択肢2\nd: 選択肢3\ne: 選択肢4\n"
+        "必ずa,b,c,d,eの中からちょうど2個選んでください。\n答え:")
+    assert format_question(question(choices=0, answer=["26"])) == "問題: 問題文\n答え:"  # numeric entry
+    shots = load_shots(find_shots(SAMPLE))
+    messages = conversation(question(), shots)
+    assert messages[0] == {"role": "system", "content": SYSTEM} and len(messages) == 1 + 2 * 3 + 1
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * 3 + ["user"]
+    assert messages[4]["content"] == "a,b"  # the two-answer example: letters joined by ","
+    assert find_shots(SAMPLE / "data") == find_shots(SAMPLE)  # the repository or its data/ folder
+
+
+def test_answer_extraction():
+    q = question()
+    assert extract_answer("c", q) == "c"
+    assert extract_answer("ｃ，ａ", q) == "a,c"  # full-width, any separator
+    assert extract_answer("答え: B", q) == "b"
+    assert extract_answer("answer: c", q) == "c"  # the a of "answer" is part of a word
+    assert extract_answer("c\n問題: 次の問題 a", q) == "c"  # only the first line: the model went on
+    assert extract_answer("f", q) is None and extract_answer("", q) is None and extract_answer("わかりません", q) is None
+    numeric = question(choices=0, answer=["1.2"])
+    assert extract_answer("１．２", numeric) == "1.2" and extract_answer("26Torr", numeric) == "26"
+    assert extract_answer("不明", numeric) is None
+
+
+def test_model_answers_are_scored_by_the_official_rules_and_failures_listed():
+    questions = load_questions(SAMPLE)
+    lm = ScriptedLM({"2型糖尿病": "b", "急性心筋梗塞": "a, b", "市中肺炎": "わかりません", "体格指数": "27",
+                     "アナフィラキシー": "d", "II、III、aVF": "ａ"})
+    result = evaluate(lm, questions, load_shots(find_shots(SAMPLE)), progress=False)
+    y = result["years"]["sample"]
+    # correct: 900A1 (1), 900A2 (1), 900A5 (1), 900B1 (3 points, required block)
+    assert (y["points"], y["total"], y["correct"], y["questions"]) == (6, 11, 4, 10)
+    assert (y["required_points"], y["required_total"]) == (3, 6)
+    assert y["kinki_picked"] == 1  # d for 900B2 is prohibited
+    assert "900A3" in y["unparsed"] and "900A1" not in y["unparsed"] and y["not_answered"] == []
+    rows = {r["problem_id"]: r for r in result["questions"]}
+    assert rows["900A2"]["output"] == "a, b" and rows["900A2"]["prediction"] == "a,b" and rows["900A2"]["correct"]
+    assert rows["900A3"]["prediction"] == "" and not rows["900A3"]["correct"] and rows["900A1"]["shots"] == 3
+    assert result["settings"]["method"] == "generate"
+
+
+def test_loglik_mode_picks_as_many_letters_as_the_question_has_answers():
+    questions = load_questions(SAMPLE)
+    scores = {("急性心筋梗塞", "a"): -1.0, ("急性心筋梗塞", "b"): -2.0, ("2型糖尿病", "b"): -0.5}
+    lm = ScriptedLM({"体格指数": "27"}, scores)
+    result = evaluate(lm, questions, [], method="loglik", progress=False)
+    rows = {r["problem_id"]: r for r in result["questions"]}
+    assert rows["900A2"]["prediction"] == "a,b" and rows["900A2"]["correct"]
+    assert rows["900A1"]["prediction"] == "b" and set(rows["900A1"]["scores"]) == set("abcde")
+    assert rows["900A5"]["prediction"] == "27" and rows["900A5"]["correct"]  # numeric: generated
+    assert rows["900A5"]["scores"] is None
+
+
+def test_cli_with_a_checkpoint(slm_dir, tmp_path, capsys):
+    for method in ("generate", "loglik"):
+        out = tmp_path / method
+        assert main(["igakuqa", "--model", str(slm_dir), "--data", str(SAMPLE), "--method", method,
+                     "--out", str(out)]) == 0
+        assert "| sample |" in capsys.readouterr().out
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["settings"]["method"] == method and not metrics["settings"]["chat"]  # a base model
+        # a run's predictions.jsonl is in the published format: `score` gives the same points
+        assert main(["score", "igakuqa", "--data", str(SAMPLE), "--predictions", str(out / "predictions.jsonl")]) == 0
+        assert f"| sample | {metrics['years']['sample']['points']}/11 |" in capsys.readouterr().out
+    assert main(["igakuqa", "--model", str(tmp_path / "nothing"), "--data", str(SAMPLE)]) == 2
+    assert main(["igakuqa", "--model", str(slm_dir), "--data", str(SAMPLE / "data"), "--shots-file",
+                 str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert "none.jsonl" in capsys.readouterr().err

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
+from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
-from slm.eval.jmed_llm import (JmedLLMError, cohen_kappa, exact_f1, first_letter, load_predictions, parse_list,
-                               partial_f1, score_task, standalone_letter)
+from slm.eval.jmed_llm import (CHOICE_SYSTEM, NER_SYSTEM, TASKS, JmedLLMError, cohen_kappa, conversation, evaluate,
+                               exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1, report,
+                               score_task, standalone_letter)
 
 
 def test_letter_parsing():
@@ -90,3 +92,51 @@ def test_cli_and_prediction_file_errors(data, tmp_path, capsys):
         load_predictions(preds, data)
     preds.write_text('{"task": "unknown", "index": 0, "output": "A"}\n')
     assert main(["score", "jmed-llm", "--data", str(data), "--predictions", str(preds)]) == 2
+
+
+# ------------------------------------------------------------------ putting the tasks to a model
+
+SAMPLE = SAMPLE_BENCHMARKS / "jmed-llm"
+
+
+def test_the_official_prompts():
+    row = {"question": "所見は？", "optionA": "あり", "optionB": "なし", "optionC": "", "answer": "A"}
+    assert conversation("smdis", row) == [{"role": "system", "content": CHOICE_SYSTEM},
+                                          {"role": "user", "content": "質問: 所見は？\n選択肢:\nA. あり\nB. なし\n"}]
+    assert conversation("nrner", {"question": "所見は？"}) == [{"role": "system", "content": NER_SYSTEM},
+                                                             {"role": "user", "content": "所見は？"}]
+    assert "アルファベット（例：A）のみ" in CHOICE_SYSTEM and "['回答1', '回答2']" in NER_SYSTEM
+    n_row = load_task(SAMPLE, "rrtnm")[2]  # an N row: option E is empty, so not an option
+    assert "D. " in conversation("rrtnm", n_row)[1]["content"] and "E. " not in conversation("rrtnm", n_row)[1]["content"]
+
+
+def test_model_outputs_are_scored_and_what_cannot_be_read_is_listed():
+    lm = ScriptedLM({"呼吸数": "B", "インスリン": "Answer: B", "ビタミンB12": "", "ヘモグロビン": "C",
+                     "60歳男性。発熱": "['発熱', '咳嗽', '浸潤影', '肺炎']", "45歳女性": "頭痛と嘔気"})
+    results, outputs, errors = evaluate(lm, SAMPLE, ("jmmlu_med", "mrner_disease"), progress=False)
+    assert results["jmmlu_med"]["predictions"] == ["B", "A", "None", "C"]  # upstream: the A of "Answer"
+    assert results["jmmlu_med"]["accuracy"] == 0.5
+    assert results["mrner_disease"]["exact_f1"] == pytest.approx(1 / 3)
+    rows, metrics = report(results, outputs, "upstream", {"model": "scripted"}, errors)
+    assert metrics["jmmlu_med"]["unparsed"] == [2] and metrics["mrner_disease"]["unparsed"] == [1, 2]
+    assert rows[1] == {"task": "jmmlu_med", "index": 1, "output": "Answer: B", "parsed": "A", "answer": "B"}
+    fixed, _, _ = evaluate(lm, SAMPLE, ("jmmlu_med",), mode="corrected", progress=False)
+    assert fixed["jmmlu_med"]["predictions"] == ["B", "B", "None", "C"]
+    with pytest.raises(JmedLLMError, match="unknown tasks"):
+        evaluate(lm, SAMPLE, ("jmmlu",))
+
+
+def test_loglik_ranks_only_the_rows_own_options():
+    lm = ScriptedLM(scores={("右肺門リンパ節", "B"): -0.1, ("右肺門リンパ節", "E"): 0.0})
+    results, outputs, _ = evaluate(lm, SAMPLE, ("rrtnm",), method="loglik", progress=False)
+    assert outputs["rrtnm"][3] == "B"  # E scores higher but is not an option of this N row
+
+
+def test_cli_with_a_checkpoint_and_rescoring_its_predictions(slm_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["jmed-llm", "--model", str(slm_dir), "--data", str(SAMPLE), "--max-new-tokens", "8",
+                 "--method", "loglik", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"| {t} |" in printed for t in TASKS)
+    assert main(["score", "jmed-llm", "--data", str(SAMPLE), "--predictions", str(out / "predictions.jsonl")]) == 0
+    assert capsys.readouterr().out.split("\n")[:10] == printed.split("\n")[:10]  # the same table from the file

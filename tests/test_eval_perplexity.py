@@ -1,31 +1,30 @@
 import math
 
 import pytest
-import torch
 
-from slm.config import ModelConfig
+from evaluate import main
 from slm.eval.perplexity import perplexity
-from slm.model import SLM
+from slm.lm import SLMAdapter
 
 
-def test_windows_score_every_token_once_and_bpc_uses_characters(tok):
-    torch.manual_seed(0)
-    model = SLM(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)).eval()
-    text = "糖尿病の既往歴があり、HbA1c 7.2%で内服加療中。" * 8
-    n = len(tok.encode(text, add_bos=True, add_eos=True))
-    short = perplexity(model, tok, [text], max_len=16)
-    assert short["tokens"] == n - 1 and short["characters"] == len(tok.normalize(text))
-    assert short["bits_per_character"] == pytest.approx(short["nll"] / math.log(2) / short["characters"])
-    full = perplexity(model, tok, [text], max_len=32)
-    assert full["tokens"] == short["tokens"]
-    assert 1 < short["perplexity"] < tok.vocab_size * 2
+def test_perplexity_sums_documents_and_bits_per_character_divides_by_their_characters(slm_dir):
+    lm = SLMAdapter(slm_dir, max_length=16)
+    docs = ["糖尿病の既往歴があり、ＨｂＡ１ｃ 7.2%で内服加療中。" * 4, "発熱あり。"]
+    result = perplexity(lm, docs)
+    parts = [lm.document_nll(d) for d in docs]
+    assert result["tokens"] == sum(n for _, n in parts) and result["nll"] == pytest.approx(sum(x for x, _ in parts))
+    assert result["perplexity"] == pytest.approx(math.exp(result["nll"] / result["tokens"]))
+    # the text as given (full-width characters and all): the same denominator for every model and tokenizer
+    assert result["characters"] == sum(map(len, docs)) and result["documents"] == 2
+    assert result["bits_per_character"] == pytest.approx(result["nll"] / math.log(2) / result["characters"])
+    assert 1 < result["perplexity"] < lm.tokenizer.vocab_size * 2
 
 
-def test_cli(tok, tmp_path, capsys):
-    from evaluate import main
-
-    SLM(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size)).save_pretrained(tmp_path / "m")
-    tok.save(tmp_path / "m" / "tokenizer")
+def test_cli(slm_dir, tmp_path, capsys):
     (tmp_path / "h.txt").write_text("発熱あり。\n\n咳嗽なし。\n", encoding="utf-8")
-    assert main(["perplexity", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "h.txt")]) == 0
-    assert "bits/character" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe broken\n\n")
+    assert main(["perplexity", "--model", str(slm_dir), "--data", str(tmp_path / "h.txt"), str(tmp_path / "bad.txt"),
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "1 unreadable lines skipped" in out
+    assert (tmp_path / "o" / "metrics.json").is_file()

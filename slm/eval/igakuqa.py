@@ -10,6 +10,12 @@ Official rules, reproduced exactly and reported by default:
 - model output is normalised from full-width to half-width and lower-cased before scoring.
 Extra views, never replacing the official one: the text-only subset, the required section
 (blocks B and E) alone, and the number of prohibited choices (kinki) picked.
+
+Putting the exam to a model (`evaluate`) uses the published baseline prompt: the system
+message 医師国家試験を解きます。, the three few-shot examples of prompts/prompt.jsonl as
+user/assistant turns, then the question (`format_question`). Greedy generation is read by
+`extract_answer`; log-likelihood mode ranks the choice letters (or texts) and picks as many
+as the question has answers.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from slm.eval.harness import Item, Method, answer_items
+from slm.lm import LocalLM
 
 from tokenizer.corpus import read_jsonl_records
 
@@ -55,10 +64,30 @@ def _letters(raw) -> set[str]:
     return {c for c in unicodedata.normalize("NFKC", text).lower() if "a" <= c <= "z"}
 
 
+def _question(r: dict, where: str, year: str, block: str, points_required: bool = True) -> Question:
+    try:
+        pid, answer = r["problem_id"], r["answer"]
+        points = int(r["points"]) if points_required or "points" in r else 0
+    except (KeyError, ValueError, TypeError) as e:
+        raise IgakuQAError(f"{where}: needs problem_id, answer and integer points ({e})") from None
+    if not isinstance(answer, list) or not answer:
+        raise IgakuQAError(f"{where}: answer must be a non-empty list")
+    choices = r.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise IgakuQAError(f"{where}: choices must be a list of strings")
+    return Question(pid, year, block, r.get("problem_text", ""), choices, [str(a).lower() for a in answer], points,
+                    bool(r.get("text_only", True)))
+
+
+def _root(data_dir: Path) -> Path:
+    """The folder of the year folders: DIR/data when DIR is the IgakuQA repository, else DIR."""
+    return data_dir / "data" if (data_dir / "data").is_dir() else data_dir
+
+
 def load_questions(data_dir: str | Path) -> dict[str, Question]:
     """Every year of the official layout: data/<year>/<exam>-<block>.jsonl (+ _metadata.jsonl)."""
     data_dir = Path(data_dir)
-    root = data_dir / "data" if (data_dir / "data").is_dir() else data_dir
+    root = _root(data_dir)
     questions: dict[str, Question] = {}
     files = sorted(p for p in root.glob("*/*.jsonl") if _FILE.match(p.name))
     if not files:
@@ -70,16 +99,9 @@ def load_questions(data_dir: str | Path) -> dict[str, Question]:
         if meta_path.is_file():
             meta = {r.get("problem_id"): r for _, r in _jsonl(meta_path)}
         for number, r in _jsonl(path):
-            where = f"{path} line {number}"
-            try:
-                pid, answer, points = r["problem_id"], r["answer"], int(r["points"])
-            except (KeyError, ValueError, TypeError) as e:
-                raise IgakuQAError(f"{where}: needs problem_id, answer and integer points ({e})") from None
-            if not isinstance(answer, list) or not answer:
-                raise IgakuQAError(f"{where}: answer must be a non-empty list")
-            questions[pid] = Question(pid, path.parent.name, block, r.get("problem_text", ""), r.get("choices") or [],
-                                      [str(a).lower() for a in answer], points, bool(r.get("text_only", True)),
-                                      _letters(meta.get(pid, {}).get("kinki")))
+            q = _question(r, f"{path} line {number}", path.parent.name, block)
+            q.kinki = _letters(meta.get(q.problem_id, {}).get("kinki"))
+            questions[q.problem_id] = q
     return questions
 
 
@@ -142,7 +164,14 @@ def score(questions: dict[str, Question], predictions: dict[str, str]) -> dict:
     for y in years.values():
         y["accuracy"] = y["correct"] / y["questions"]
         y["text_only_accuracy"] = y["text_only_correct"] / max(y["text_only"], 1)
-    return {"years": dict(sorted(years.items())), "questions": rows}
+    return {"years": dict(sorted(years.items())), "overall": overall(years), "questions": rows}
+
+
+def overall(years: dict[str, dict]) -> dict:
+    """All years pooled: points/total and accuracy."""
+    keys = ("points", "total", "correct", "questions")
+    pooled = {k: sum(y[k] for y in years.values()) for k in keys}
+    return {**pooled, "accuracy": pooled["correct"] / max(pooled["questions"], 1)}
 
 
 def table(result: dict) -> str:
@@ -152,4 +181,107 @@ def table(result: dict) -> str:
     for year, y in result["years"].items():
         lines.append(f"| {year} | {y['points']}/{y['total']} | {y['accuracy']:.1%} | {y['text_only_accuracy']:.1%} | "
                      f"{y['required_points']}/{y['required_total']} | {y['kinki_picked']} |")
+    if len(result["years"]) > 1:
+        o = result["overall"]
+        lines.append(f"| all | {o['points']}/{o['total']} | {o['accuracy']:.1%} | | | |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ putting the exam to a model
+
+SYSTEM = "医師国家試験を解きます。"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SHOTS_FILE = Path("prompts") / "prompt.jsonl"
+
+
+def format_question(q: Question) -> str:
+    """The published question format. A numeric-entry question (no choices) keeps 問題 and 答え:
+    only: its stem says how to write the number (解答：①②Torr)."""
+    text = f"問題: {q.text}\n"
+    if q.choices:
+        letters = LETTERS[: len(q.choices)]
+        text += "".join(f"{letter}: {choice}\n" for letter, choice in zip(letters, q.choices))
+        text += f"必ず{','.join(letters)}の中からちょうど{len(q.answer)}個選んでください。\n"
+    return text + "答え:"
+
+
+def conversation(q: Question, shots: list[Question]) -> list[dict]:
+    messages = [{"role": "system", "content": SYSTEM}]
+    for shot in shots:
+        messages += [{"role": "user", "content": format_question(shot)},
+                     {"role": "assistant", "content": ",".join(shot.answer)}]
+    return messages + [{"role": "user", "content": format_question(q)}]
+
+
+def find_shots(data_dir: str | Path) -> Path | None:
+    """prompts/prompt.jsonl of the IgakuQA repository that `data_dir` is (or whose data/ it is)."""
+    data_dir = Path(data_dir)
+    for root in (data_dir, data_dir.parent):
+        if (root / SHOTS_FILE).is_file():
+            return root / SHOTS_FILE
+    return None
+
+
+def load_shots(path: str | Path) -> list[Question]:
+    """The few-shot examples: questions in the data schema (points not needed)."""
+    return [_question(r, f"{path} line {n}", "shots", "-", points_required=False) for n, r in _jsonl(Path(path))]
+
+
+def extract_answer(output: str, q: Question) -> str | None:
+    """The answer in the first line of a model's output, as the official scorer reads it
+    ("a,c"), or None when there is none. Full-width to half-width and lower case; a letter
+    counts only standing alone and among the question's choices ("answer: c" reads as c);
+    a numeric-entry question takes the first number."""
+    line = (unicodedata.normalize("NFKC", output or "").lower().strip().split("\n") or [""])[0]
+    if not q.choices:
+        match = re.search(r"-?\d+(?:\.\d+)?", line)
+        return match.group(0) if match else None
+    found = set(re.findall(rf"(?<![a-z])([{LETTERS[: len(q.choices)]}])(?![a-z])", line))
+    return ",".join(sorted(found)) if found else None
+
+
+def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question], method: Method = "generate",
+             loglik_target: str = "letter", max_new_tokens: int = 32, batch_size: int = 8,
+             progress: bool = True) -> dict:
+    """Put every question to the model and score the answers by the official rules.
+
+    loglik_target: "letter" ranks the choice letters after 答え:, "text" the choice texts
+    (by log-likelihood per character), for models that do not map letters to choices.
+    Numeric-entry questions are generated in either method. The result is `score`'s, its
+    per-question rows carrying the model's output; per year, `unparsed` lists the questions
+    whose output had no readable answer and `not_answered` those whose prompt did not fit.
+    """
+    if loglik_target not in ("letter", "text"):
+        raise ValueError(f"loglik_target must be 'letter' or 'text', not {loglik_target!r}")
+    items = []
+    for q in questions.values():
+        prompts = [conversation(q, shots[: len(shots) - k]) for k in range(len(shots) + 1)]
+        letters = LETTERS[: len(q.choices)]
+        choices = [(c, c) for c in letters] if loglik_target == "letter" else list(zip(letters, q.choices))
+        items.append(Item(q.problem_id, prompts, choices or None, pick=len(q.answer), normalize=loglik_target == "text"))
+    answers = answer_items(lm, items, method, max_new_tokens, batch_size, stop_at_newline=True, progress=progress)
+    extracted = {pid: extract_answer(a.output, questions[pid]) for pid, a in answers.items()}
+    result = score(questions, {pid: e or "" for pid, e in extracted.items()})
+    for y in result["years"].values():
+        y.update(unparsed=[], not_answered=[], shots_dropped=0)
+    for row in result["questions"]:
+        a, q = answers[row["problem_id"]], questions[row["problem_id"]]
+        y = result["years"][q.year]
+        row.update(output=a.output, shots=len(shots) - a.dropped_shots, error=a.error, note=a.note, scores=a.scores)
+        y["shots_dropped"] += a.dropped_shots > 0
+        if a.error:
+            y["not_answered"].append(q.problem_id)
+        elif extracted[q.problem_id] is None:
+            y["unparsed"].append(q.problem_id)
+    result["settings"] = {"model": lm.name, "chat": lm.chat, "method": method, "shots": len(shots),
+                          "loglik_target": loglik_target if method == "loglik" else None, "max_new_tokens": max_new_tokens}
+    return result
+
+
+def headline(result: dict) -> dict[str, float]:
+    """The numbers a checkpoint sweep plots: pooled accuracy and points, and per year when there are several."""
+    out = {"accuracy": result["overall"]["accuracy"], "points": result["overall"]["points"]}
+    for year, y in result["years"].items() if len(result["years"]) > 1 else []:
+        out[f"{year} accuracy"] = y["accuracy"]
+        out[f"{year} points"] = y["points"]
+    return out

@@ -13,6 +13,9 @@
 
 `corrected` reads the first option letter standing on its own ("Answer: B" reads as B),
 among the row's own options only, and makes partial F1 a real substring match. Headline cells: "kappa (accuracy)" and "partial F1 (exact F1)".
+
+Putting the tasks to a model (`evaluate`) uses the official prompts (`conversation`) and
+up to 512 new tokens, greedy; log-likelihood mode ranks a choice task's option letters.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from slm.eval.harness import Item, Method, answer_items
+from slm.lm import LocalLM
 from tokenizer.corpus import read_jsonl_records
 
 CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
@@ -109,7 +114,7 @@ def partial_f1(gold: list[list], pred: list[list], mode: str) -> float:
 
 
 def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "upstream") -> dict:
-    """Metrics of one task, and the parsed prediction of every row."""
+    """Metrics of one task, and the parsed prediction and gold answer of every row."""
     if task in CHOICE_TASKS:
         gold = [r["answer"] for r in rows]
         if mode == "upstream":
@@ -118,10 +123,12 @@ def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "ups
             pred = [standalone_letter(o, "".join(L for L in "ABCDEF" if (r.get(f"option{L}") or "").strip()))
                     for o, r in zip(outputs, rows)]
         accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
-        return {"accuracy": accuracy, "kappa": cohen_kappa(gold, pred, CHOICE_TASKS[task]), "predictions": pred}
+        return {"accuracy": accuracy, "kappa": cohen_kappa(gold, pred, CHOICE_TASKS[task]), "predictions": pred,
+                "gold": gold}
     gold = [parse_list(r["answer"]) for r in rows]
     pred = [parse_list(o) for o in outputs]
-    return {"exact_f1": exact_f1(gold, pred), "partial_f1": partial_f1(gold, pred, mode), "predictions": pred}
+    return {"exact_f1": exact_f1(gold, pred), "partial_f1": partial_f1(gold, pred, mode), "predictions": pred,
+            "gold": gold}
 
 
 def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[str]]:
@@ -157,3 +164,71 @@ def table(results: dict[str, dict]) -> str:
                 f"{r['partial_f1']:.2f} ({r['exact_f1']:.2f})"
             lines.append(f"| {task} | {cell} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ putting the tasks to a model
+
+CHOICE_SYSTEM = ("与えられた医学に関する質問と選択肢から、最も適切な回答を選択してください。"
+                 "なお、回答には選択肢のアルファベット（例：A）のみを含め、他には何も含めないことを厳守してください。")
+NER_SYSTEM = ("与えられた医学に関する質問から、最も適切な回答をしてください。"
+              "なお、回答にはPythonのリスト形式（例：['回答1', '回答2']）のみを含め、他には何も含めないことを厳守してください。")
+
+
+def options(row: dict) -> str:
+    """The row's option letters: empty option cells are not options (RRTNM's T/N/M have 4-6)."""
+    return "".join(L for L in "ABCDEF" if (row.get(f"option{L}") or "").strip())
+
+
+def conversation(task: str, row: dict) -> list[dict]:
+    """The official prompt of a row."""
+    if task in CHOICE_TASKS:
+        user = f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {row[f'option{L}']}\n" for L in options(row))
+        return [{"role": "system", "content": CHOICE_SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": NER_SYSTEM}, {"role": "user", "content": row["question"]}]
+
+
+def _unparsed(task: str, outputs: list[str], result: dict) -> list[int]:
+    """Rows whose output has no answer the evaluator can read (scored as wrong)."""
+    if task in CHOICE_TASKS:
+        return [i for i, p in enumerate(result["predictions"]) if p == "None"]
+    return [i for i, o in enumerate(outputs) if not parse_list(o) and (o or "").strip() != "[]"]
+
+
+def report(results: dict[str, dict], outputs: dict[str, list[str]], mode: str, settings: dict | None = None,
+           errors: dict[str, list[int]] | None = None) -> tuple[list[dict], dict]:
+    """Per-row records ({"task", "index", "output"}: `evaluate.py score jmed-llm` reads them back)
+    and the metrics of every task."""
+    rows, metrics = [], {"mode": mode, **({"settings": settings} if settings else {})}
+    for task, r in results.items():
+        not_answered = (errors or {}).get(task, [])
+        unparsed = [i for i in _unparsed(task, outputs[task], r) if i not in not_answered]
+        metrics[task] = {**{k: v for k, v in r.items() if k not in ("predictions", "gold")}, "rows": len(outputs[task]),
+                         "unparsed": unparsed, "not_answered": not_answered}
+        for i, (output, parsed) in enumerate(zip(outputs[task], r["predictions"])):
+            rows.append({"task": task, "index": i, "output": output, "parsed": parsed,
+                         "answer": r["gold"][i]})
+    return rows, metrics
+
+
+def evaluate(lm: LocalLM, data_dir: str | Path, tasks: tuple[str, ...] = TASKS, method: Method = "generate",
+             mode: str = "upstream", max_new_tokens: int = 512, batch_size: int = 8,
+             progress: bool = True) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, list[int]]]:
+    """(metrics per task as `score_task` gives them, the raw outputs, rows not put to the model)."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise JmedLLMError(f"unknown tasks {sorted(unknown)}; the tasks are {list(TASKS)}")
+    results, outputs, errors = {}, {}, {}
+    for task in tasks:
+        rows = load_task(data_dir, task)
+        items = [Item(str(i), [conversation(task, r)], [(L, L) for L in options(r)] if task in CHOICE_TASKS else None)
+                 for i, r in enumerate(rows)]
+        answers = answer_items(lm, items, method, max_new_tokens, batch_size, progress=progress)
+        outputs[task] = [answers[str(i)].output for i in range(len(rows))]
+        errors[task] = [i for i in range(len(rows)) if answers[str(i)].error]
+        results[task] = score_task(task, rows, outputs[task], mode)
+    return results, outputs, errors
+
+
+def headline(metrics: dict) -> dict[str, float]:
+    """The numbers a checkpoint sweep plots: kappa per choice task, partial F1 per NER task."""
+    return {task: metrics[task]["kappa" if task in CHOICE_TASKS else "partial_f1"] for task in TASKS if task in metrics}

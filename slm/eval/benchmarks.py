@@ -1,0 +1,86 @@
+"""Each benchmark end to end, as `evaluate.py` and a notebook run it: put it to a model, score
+it, write predictions.jsonl, metrics.json and table.md, and return the headline numbers (what
+a checkpoint sweep plots).
+
+    from slm.lm import load_lm
+    from slm.eval.benchmarks import run_igakuqa
+    lm = load_lm("runs/finetune/tiny-sample")            # a run folder: its best checkpoint
+    run_igakuqa(lm, "IgakuQA", "runs/eval/tiny-sample/igakuqa")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from slm.eval import igakuqa, jmed_llm
+from slm.eval.harness import Method, write_results
+from slm.eval.perplexity import perplexity
+from slm.lm import LocalLM
+
+
+def run_igakuqa(lm: LocalLM, data: str | Path, out: str | Path, method: Method = "generate", shots: int = 3,
+                shots_file: str | Path | None = None, years: Sequence[str] | None = None, loglik_target: str = "letter",
+                max_new_tokens: int = 32, batch_size: int = 8, progress: bool = True, echo: bool = True) -> dict:
+    """IgakuQA with the published prompt; the few-shot examples come from prompts/prompt.jsonl
+    beside the data unless `shots_file` names them."""
+    questions = igakuqa.load_questions(data)
+    if years:
+        missing = set(years) - {q.year for q in questions.values()}
+        if missing:
+            raise igakuqa.IgakuQAError(f"{data}: no questions for year(s) {sorted(missing)}")
+        questions = {pid: q for pid, q in questions.items() if q.year in years}
+    examples: list[igakuqa.Question] = []
+    if shots:
+        path = shots_file or igakuqa.find_shots(data)
+        if path is None:
+            raise igakuqa.IgakuQAError(f"{data}: no {igakuqa.SHOTS_FILE} beside the data for the {shots} few-shot "
+                                       f"examples; name the file, or ask for 0 shots")
+        examples = igakuqa.load_shots(path)[:shots]
+        if len(examples) < shots:
+            raise igakuqa.IgakuQAError(f"{path}: {len(examples)} examples, {shots} asked for")
+    result = igakuqa.evaluate(lm, questions, examples, method, loglik_target, max_new_tokens, batch_size, progress)
+    metrics = {"settings": result["settings"], "overall": result["overall"], "years": result["years"]}
+    table = igakuqa.table(result)
+    write_results(out, result["questions"], metrics, table)
+    if echo:
+        print(table + _problems(result["years"], "questions") + f"written to {out}")
+    return igakuqa.headline(result)
+
+
+def run_jmed_llm(lm: LocalLM, data: str | Path, out: str | Path, tasks: Sequence[str] = jmed_llm.TASKS,
+                 method: Method = "generate", mode: str = "upstream", max_new_tokens: int = 512, batch_size: int = 8,
+                 progress: bool = True, echo: bool = True) -> dict:
+    """The JMED-LLM tasks with the official prompts, scored in `mode` (upstream or corrected)."""
+    results, outputs, errors = jmed_llm.evaluate(lm, data, tuple(tasks), method, mode, max_new_tokens, batch_size, progress)
+    settings = {"model": lm.name, "chat": lm.chat, "method": method, "max_new_tokens": max_new_tokens}
+    rows, metrics = jmed_llm.report(results, outputs, mode, settings, errors)
+    table = jmed_llm.table(results)
+    write_results(out, rows, metrics, table)
+    if echo:
+        print(table + _problems({t: metrics[t] for t in results}, "rows") + f"written to {out}")
+    return jmed_llm.headline(metrics)
+
+
+def run_perplexity(lm: LocalLM, documents: Sequence[str], out: str | Path, skipped: int = 0, progress: bool = True,
+                   echo: bool = True) -> dict:
+    """Perplexity and bits per character; `skipped` (unreadable lines of the inputs) is reported."""
+    result = {**perplexity(lm, documents, progress), "model": lm.name, "unreadable_lines_skipped": skipped}
+    table = ("| documents | tokens | characters | perplexity | bits/character |\n|---|---|---|---|---|\n"
+             f"| {result['documents']:,} | {result['tokens']:,} | {result['characters']:,} | "
+             f"{result['perplexity']:.2f} | {result['bits_per_character']:.3f} |\n")
+    write_results(out, [], result, table)
+    if echo:
+        print(table + f"{skipped} unreadable lines skipped; written to {out}")
+    return {"perplexity": result["perplexity"], "bits_per_character": result["bits_per_character"]}
+
+
+def _problems(groups: dict[str, dict], what: str) -> str:
+    """Lines naming the unreadable and unanswered items of each year or task (counted as wrong)."""
+    lines = []
+    for name, g in groups.items():
+        for key, label in (("unparsed", "no readable answer"), ("not_answered", "prompt too long for the model"),
+                           ("missing", "no prediction")):
+            if g.get(key):
+                lines.append(f"{name}: {label} (counted wrong) for {len(g[key])} of the {what}: {g[key][:10]}")
+    return "".join(line + "\n" for line in lines)

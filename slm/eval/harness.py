@@ -1,0 +1,127 @@
+"""Putting benchmark questions to a model, and the files every evaluation writes.
+
+A benchmark turns each question into an `Item`: its prompts from the richest (all
+few-shot examples) to the leanest, and for log-likelihood answering the labelled
+continuations to rank. `answer_items` fits each prompt into the model's context
+(dropping few-shot examples, counted, when the full prompt is too long), then
+either generates greedily in batches of similar length, or ranks the choices by
+the model's log-likelihood and picks as many as the question asks (report §2.5:
+base models cannot follow the instruction format, so they are ranked instead).
+A question that cannot be put to the model (its prompt is longer than the
+context even without examples) gets an empty output and an `error`: it counts as
+wrong and is listed, it never stops the run.
+
+Every run writes `predictions.jsonl` (one row per question, for error analysis),
+`metrics.json` and `table.md` (`write_results`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from slm.checkpoint import atomic_write
+from slm.lm import LocalLM, Prompt
+
+Method = Literal["generate", "loglik"]
+
+
+@dataclass
+class Item:
+    id: str
+    prompts: list[Prompt]  # richest first: prompts[k] has k fewer few-shot examples than prompts[0]
+    choices: list[tuple[str, str]] | None = None  # (label, continuation) to rank; None: always generated
+    pick: int = 1  # how many labels a ranked answer takes
+    normalize: bool = False  # rank by log-likelihood per character of the continuation (choice texts of unequal length)
+
+
+@dataclass
+class Answer:
+    output: str  # what the model wrote, or the picked labels joined by ","
+    dropped_shots: int = 0
+    error: str | None = None  # the question was not put to the model (counts as wrong)
+    note: str | None = None  # it was, under a constraint worth knowing (a shortened generation budget)
+    scores: dict[str, float] | None = None  # loglik: the score of every label
+
+
+def _fit(lm: LocalLM, item: Item, reserve: int, shrinkable: bool) -> tuple[int, Prompt | None, int]:
+    """(examples dropped, the first prompt that leaves `reserve` tokens free, its length). When
+    none does: the leanest prompt if the reserve may shrink (a generation budget) and a token
+    still fits, else None."""
+    if lm.max_length is None:
+        return 0, item.prompts[0], lm.prompt_length(item.prompts[0])
+    for dropped, prompt in enumerate(item.prompts):
+        n = lm.prompt_length(prompt)
+        if n + reserve <= lm.max_length:
+            return dropped, prompt, n
+    dropped = len(item.prompts) - 1
+    return (dropped, item.prompts[-1], n) if shrinkable and n < lm.max_length else (dropped, None, n)
+
+
+def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate", max_new_tokens: int = 32,
+                 batch_size: int = 8, stop_at_newline: bool = False, progress: bool = True) -> dict[str, Answer]:
+    """Every item's answer. Items without choices are generated in either method."""
+    if method not in ("generate", "loglik"):
+        raise ValueError(f"method must be 'generate' or 'loglik', not {method!r}")
+    answers: dict[str, Answer] = {}
+    to_generate: list[tuple[int, Item, Prompt]] = []
+    to_rank: list[tuple[Item, Prompt]] = []
+    for item in items:
+        ranked = method == "loglik" and item.choices
+        reserve = max(len(lm.encode_continuation(c)) for _, c in item.choices) if ranked else max_new_tokens
+        dropped, prompt, n = _fit(lm, item, reserve, shrinkable=not ranked)
+        if prompt is None:
+            answers[item.id] = Answer("", dropped, f"prompt of {n} tokens and {reserve} for the answer do not fit "
+                                                   f"the model's {lm.max_length}")
+            continue
+        answers[item.id] = Answer("", dropped)
+        if ranked:
+            to_rank.append((item, prompt))
+        else:
+            to_generate.append((n, item, prompt))
+
+    bar = tqdm(total=len(to_generate) + len(to_rank), desc=f"answering ({method})", unit="q", disable=not progress,
+               leave=False)
+    to_generate.sort(key=lambda x: x[0], reverse=True)  # similar lengths share a batch: less padding
+    for start in range(0, len(to_generate), batch_size):
+        batch = to_generate[start : start + batch_size]
+        budget = max_new_tokens if lm.max_length is None else min(max_new_tokens, lm.max_length - batch[0][0])
+        outputs = lm.generate([p for _, _, p in batch], max_new_tokens=budget, batch_size=len(batch),
+                              stop_at_newline=stop_at_newline)
+        for (_, item, _), output in zip(batch, outputs):
+            answers[item.id].output = output.strip()
+            if budget < max_new_tokens:
+                answers[item.id].note = f"only {budget} new tokens fit the context (asked {max_new_tokens})"
+        bar.update(len(batch))
+    per_call = max(1, batch_size)  # questions per loglik call: their choices share batches
+    for start in range(0, len(to_rank), per_call):
+        batch = to_rank[start : start + per_call]
+        requests = [(prompt, text) for item, prompt in batch for _, text in item.choices]
+        values = iter(lm.loglik(requests, batch_size=batch_size))
+        for item, _ in batch:
+            scores = {}
+            for label, text in item.choices:
+                value = next(values)
+                scores[label] = value / max(len(text), 1) if item.normalize else value
+            best = sorted(scores, key=scores.get, reverse=True)[: item.pick]
+            answers[item.id].output = ",".join(sorted(best))
+            answers[item.id].scores = scores
+        bar.update(len(batch))
+    bar.close()
+    return answers
+
+
+def write_results(out_dir: str | Path, rows: Sequence[dict], metrics: dict, table: str) -> Path:
+    """predictions.jsonl, metrics.json and table.md in `out_dir` (each written atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    atomic_write(out_dir / "predictions.jsonl", lambda p: p.write_text(lines, encoding="utf-8"))
+    atomic_write(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n"))
+    atomic_write(out_dir / "table.md", lambda p: p.write_text(table, encoding="utf-8"))
+    return out_dir

@@ -1,0 +1,107 @@
+"""Every checkpoint of a run on chosen benchmarks: score against step and tokens seen (report
+Appendix A.4), as `sweep.csv` and `sweep.png`.
+
+Each checkpoint's results go to `<out>/<checkpoint>/<benchmark>/` (the usual
+predictions.jsonl, metrics.json, table.md, plus headline.json); a checkpoint already
+evaluated is read back instead of run again, so an interrupted sweep resumes and a new
+checkpoint costs only itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
+
+from slm.checkpoint import atomic_write
+from slm.lm import LocalLM
+from slm.train.state import complete_checkpoints
+
+Evaluator = Callable[[LocalLM, Path], dict[str, float]]  # (model, output folder) -> headline numbers
+HEADLINE = "headline.json"
+FIELDS = ("checkpoint", "step", "tokens", "benchmark", "metric", "value")
+
+
+def tokens_per_step(run_dir: Path) -> int | None:
+    """global_batch x seq_len from the run's config.yaml (rows of instruction tuning count as full rows)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    if not config or not config.get("global_batch") or not config.get("seq_len"):
+        return None
+    return int(config["global_batch"]) * int(config["seq_len"])
+
+
+def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[[Path], LocalLM],
+          out: str | Path | None = None, force: bool = False, progress: bool = True) -> list[dict]:
+    """Rows of (checkpoint, step, tokens, benchmark, metric, value) for every complete checkpoint."""
+    run_dir = Path(run_dir)
+    checkpoints = complete_checkpoints(run_dir / "checkpoints")
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint")
+    out = Path(out) if out else run_dir / "eval"
+    per_step = tokens_per_step(run_dir)
+    rows = []
+    for checkpoint in tqdm(checkpoints, desc="sweep", unit="checkpoint", disable=not progress):
+        step = json.loads((checkpoint / "trainer_state" / "trainer.json").read_text())["step"]
+        lm = None
+        for name, evaluate in evaluators.items():
+            folder = out / checkpoint.name / name
+            if (folder / HEADLINE).is_file() and not force:
+                values = json.loads((folder / HEADLINE).read_text())
+            else:
+                lm = lm or load(checkpoint)
+                values = evaluate(lm, folder)
+                atomic_write(folder / HEADLINE, lambda p, v=values: p.write_text(json.dumps(v, indent=2) + "\n"))
+            rows += [{"checkpoint": checkpoint.name, "step": step, "tokens": step * per_step if per_step else "",
+                      "benchmark": name, "metric": metric, "value": value} for metric, value in values.items()]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "sweep.csv", lambda p: p.write_text(buffer.getvalue()))
+    plot(rows, out / "sweep.png", per_step, title=run_dir.name)
+    return rows
+
+
+def plot(rows: list[dict], path: Path, per_step: int | None, title: str = "") -> None:
+    """One panel per benchmark (perplexity and bits per character apart, on log scales), a line
+    per metric against step, tokens seen on the top axis. Points are left to the CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[str, dict[str, list]] = {}
+    for r in rows:
+        if r["metric"].endswith("points"):
+            continue
+        panel = f"{r['benchmark']}: {r['metric']}" if r["benchmark"] == "perplexity" else r["benchmark"]
+        panels.setdefault(panel, {}).setdefault(r["metric"], []).append((r["step"], r["value"]))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 4), squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], panels.items()):
+        for metric, points in lines.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=metric)
+        ax.set_title(panel)
+        ax.set_xlabel("step")
+        if panel.startswith("perplexity"):
+            ax.set_ylabel(panel.split(": ")[1].replace("_", " "))
+            ax.set_yscale("log")
+        else:
+            ax.set_ylabel("score")
+            if len(lines) > 1:
+                ax.legend(fontsize=7)
+        if per_step:
+            top = ax.secondary_xaxis("top", functions=(lambda s: s * per_step / 1e6, lambda t: t * 1e6 / per_step))
+            top.set_xlabel("tokens seen (M)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"checkpoint sweep {title}".strip())
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=100))
+    plt.close(fig)

@@ -40,6 +40,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py
 	$(PY) bench/tokenizer_throughput.py --check-lossless
+	$(PY) bench/eval_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -152,8 +152,11 @@ class _TorchLM:
         """
         jobs: dict[tuple[int, ...], int] = {}  # model input -> positions to keep
         needs = []
+        contexts: dict[int, list[int]] = {}  # the choices of one question share its prompt object: encode it once
         for prompt, continuation in requests:
-            context, target = self.encode_prompt(prompt), self.encode_continuation(continuation)
+            if id(prompt) not in contexts:
+                contexts[id(prompt)] = self.encode_prompt(prompt)
+            context, target = contexts[id(prompt)], self.encode_continuation(continuation)
             if not target:
                 raise ValueError(f"continuation {continuation!r} encodes to no tokens")
             key = tuple(context + target[:-1])

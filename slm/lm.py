@@ -213,10 +213,12 @@ class _TorchLM:
 def resolve_model_dir(path: str | Path) -> Path:
     """The checkpoint folder that `path` means: a model folder itself; a run folder (its
     `checkpoints/best` when instruction tuning kept one, else the newest complete checkpoint);
-    or a `best` / `latest` pointer file in a run's checkpoints folder."""
+    or a `best` / `latest` pointer file in a run's checkpoints folder (`runs/<name>/best` for short)."""
     from slm.train.state import latest_checkpoint
 
     path = Path(path)
+    if not path.exists() and path.name in ("best", "latest") and (path.parent / "checkpoints" / path.name).is_file():
+        path = path.parent / "checkpoints" / path.name  # runs/<name>/best reads as runs/<name>/checkpoints/best
     if path.is_file() and path.name in ("best", "latest"):
         text = path.read_text().strip()
         name = json.loads(text)["checkpoint"] if text.startswith("{") else text

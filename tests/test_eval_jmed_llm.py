@@ -140,3 +140,16 @@ def test_cli_with_a_checkpoint_and_rescoring_its_predictions(slm_dir, tmp_path, 
     assert all(f"| {t} |" in printed for t in TASKS)
     assert main(["score", "jmed-llm", "--data", str(SAMPLE), "--predictions", str(out / "predictions.jsonl")]) == 0
     assert capsys.readouterr().out.split("\n")[:10] == printed.split("\n")[:10]  # the same table from the file
+
+
+def test_a_transformers_model_goes_through_the_same_harness(hf_dir, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["jmed-llm", "--model", str(hf_dir), "--data", str(SAMPLE), "--tasks", "smdis", "nrner",
+                 "--max-new-tokens", "6", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["model"] == hf_dir.name and set(metrics) >= {"smdis", "nrner"}
+    assert metrics["smdis"]["rows"] == 4 and metrics["smdis"]["not_answered"] == []
+    assert main(["jmed-llm", "--model", str(hf_dir), "--data", str(SAMPLE), "--tasks", "smdis", "--method", "loglik",
+                 "--out", str(tmp_path / "ll")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ll" / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["output"] in ("A", "B") for r in rows)

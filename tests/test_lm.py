@@ -11,27 +11,6 @@ TEXTS = ["糖尿病", "胸部X線で右下肺野に浸潤影を認め、市中�
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """A tiny Llama with a byte-level tokenizer (256 byte pieces, no merges, no pad token), built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    d = tmp_path_factory.mktemp("hf")
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<eos>"] = eos = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>").save_pretrained(d)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=eos, initializer_range=0.2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def slm_lm(slm_dir):
     return load_lm(slm_dir)
 
@@ -218,6 +197,7 @@ def test_model_paths_resolve_runs_pointers_and_lora_adapters(slm_dir, tok, tmp_p
     (checkpoints / "best").write_text(json.dumps({"checkpoint": "step-0000100", "exact": 0.5}))
     assert resolve_model_dir(tmp_path / "run") == checkpoints / "step-0000100"  # instruction tuning's pick
     assert resolve_model_dir(checkpoints / "latest") == checkpoints / "step-0000200"
+    assert resolve_model_dir(tmp_path / "run" / "best") == checkpoints / "step-0000100"  # the short form
     with pytest.raises(FileNotFoundError):
         resolve_model_dir(tmp_path / "missing")
 

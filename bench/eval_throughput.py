@@ -15,7 +15,6 @@ always writes --max-new-tokens tokens: the worst case.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile

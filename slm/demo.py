@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+from slm.generate import RECOMMENDED
 from slm.model import SLM
 from slm.train.state import latest_checkpoint
 from tokenizer import JapaneseTokenizer
@@ -26,8 +27,9 @@ def run(run_dir: Path, seed: int = 0) -> dict:
     print(f"checkpoint {checkpoint}: {model.num_params():,} parameters, vocabulary {tok.vocab_size:,}")
     prompts = [tok.encode(p, add_bos=True) for p in PROMPTS]
     texts = {}
-    for name, kwargs in (("greedy", {}), ("sampled", dict(do_sample=True, temperature=0.8, top_p=0.9, seed=seed))):
-        out = model.generate(prompts, max_new_tokens=40, repetition_penalty=1.1, **kwargs)
+    for name, kwargs in (("greedy", dict(repetition_penalty=RECOMMENDED["repetition_penalty"])),
+                         ("sampled", dict(RECOMMENDED, seed=seed))):
+        out = model.generate(prompts, max_new_tokens=40, **kwargs)
         texts[name] = [tok.decode(row, skip_special_tokens=True) for row in out.tolist()]
         for text in texts[name]:
             print(f"{name:>8}: {text}")

@@ -16,6 +16,12 @@ import torch
 from slm.model import SLM, KVCache
 
 
+# The decoding we recommend for free text from slm models: nucleus sampling at a moderate
+# temperature, with a mild repetition penalty against the loops small models fall into.
+# Benchmarks decode greedily (report §2.5).
+RECOMMENDED = {"do_sample": True, "temperature": 0.8, "top_p": 0.9, "repetition_penalty": 1.1}
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists of different lengths: (input_ids, attention_mask)."""
     if not prompts or any(len(p) == 0 for p in prompts):

@@ -140,21 +140,22 @@ def attention_weights(model: SLM, input_ids: torch.Tensor, doc_ids: torch.Tensor
 
     Each layer's query and key projections are applied again to the input that layer
     received, with its rotary embedding and its mask (causal, padding, documents), so the
-    weights are exactly what the layer's SDPA computed, without touching that path.
+    weights are exactly what the layer's SDPA computed, without touching that path. (The mask is
+    built here from doc_ids and padding, whatever attention kernel the model uses.)
     """
     captured: list[torch.Tensor] = []
+    B, T = input_ids.shape
+    mask, is_causal = model._mask(B, T, 0, attention_mask, doc_ids, input_ids.device)  # boolean, whatever the kernel
 
     def hook(attn: Attention, args):
-        x, cos, sin, mask, is_causal, _ = args
-        B, T, _ = x.shape
+        x, cos, sin = args[:3]
         q = apply_rope(attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2), cos, sin)
         k = apply_rope(attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2), cos, sin)
         k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
         scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(attn.head_dim)
-        if is_causal:
-            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-        if mask is not None:
-            scores = scores.masked_fill(~mask, -math.inf)
+        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() if is_causal else mask
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, -math.inf)
         captured.append(scores.softmax(dim=-1))
 
     handles = [layer.attn.register_forward_pre_hook(hook) for layer in model.layers]

@@ -202,9 +202,14 @@ class ModelConfig(Config):
     scale_embeddings: bool = True  # token embedding multiplied by sqrt(d_model) (report §2.3)
     tie_embeddings: bool = False  # the report's LM head is untied
     init_std: float | None = None  # None: sqrt(2 / (5 d_model)), the report's init
-    # Attention kernel: "auto" uses flash-attn 2 on CUDA in bf16/fp16 when it is installed
-    # and the mask is plain causal, SDPA otherwise; "sdpa" never imports flash-attn.
-    attn_backend: Literal["auto", "sdpa", "flash"] = "auto"
+    # Attention kernel: "auto" uses flash-attn 2 on CUDA in bf16/fp16 when it is installed (plain
+    # causal, or packed documents through its varlen kernel), SDPA otherwise; "sdpa" never imports
+    # flash-attn; "flex" runs document masking through flex_attention's block-sparse mask (compile
+    # the model; no attention dropout). All compute the same attention (tests compare them).
+    attn_backend: Literal["auto", "sdpa", "flash", "flex"] = "auto"
+    # Training loss over chunks of this many positions, the logits of one chunk alive at a time
+    # (recomputed in the backward pass); 0 computes the whole (B, T, vocab) logits at once.
+    ce_chunk_size: int = 0
     # Special ids, so a checkpoint can generate on its own; set from the tokenizer.
     # Several eos ids are allowed (chat models stop on more than one token).
     bos_token_id: int | None = None
@@ -227,6 +232,8 @@ class ModelConfig(Config):
             raise ConfigError(f"ModelConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.dim_head % 2:
             raise ConfigError(f"ModelConfig.head_dim={self.dim_head} must be even for rotary embeddings")
+        if self.ce_chunk_size < 0:
+            raise ConfigError(f"ModelConfig.ce_chunk_size must be 0 (off) or positive, got {self.ce_chunk_size}")
         for name in ("attn_dropout", "resid_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"ModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")

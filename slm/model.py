@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from slm.config import ModelConfig
 
@@ -118,19 +119,37 @@ class KVCache:
 # ---------------------------------------------------------------- attention
 
 
-_flash_attn_func = None
+_flash_attn_module = None
 
 
 def _flash_attn():
-    """flash-attn 2's kernel, imported on first use on CUDA only (an optional extra)."""
-    global _flash_attn_func
-    if _flash_attn_func is None:
+    """The flash_attn package (flash-attn 2), imported on first use on CUDA only (an optional extra)."""
+    global _flash_attn_module
+    if _flash_attn_module is None:
         try:
-            from flash_attn import flash_attn_func
+            import flash_attn
         except ImportError:
-            flash_attn_func = False
-        _flash_attn_func = flash_attn_func
-    return _flash_attn_func or None
+            flash_attn = False
+        _flash_attn_module = flash_attn
+    return _flash_attn_module or None
+
+
+@dataclass
+class Packed:
+    """Documents packed in rows as variable-length sequences, for flash-attn's varlen kernel:
+    cumulative start offsets over the flattened (B * T) tokens, and the longest document."""
+
+    cu_seqlens: torch.Tensor
+    max_len: int
+
+    @classmethod
+    def from_doc_ids(cls, doc_ids: torch.Tensor) -> Packed:
+        B, T = doc_ids.shape
+        starts = torch.ones_like(doc_ids, dtype=torch.bool)
+        starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]  # every row starts a document
+        offsets = starts.flatten().nonzero().flatten()
+        cu = torch.cat([offsets, offsets.new_tensor([B * T])]).to(torch.int32)
+        return cls(cu, int((cu[1:] - cu[:-1]).max()))
 
 
 class Attention(nn.Module):
@@ -145,7 +164,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None):
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None, packed: Packed | None = None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -155,11 +174,21 @@ class Attention(nn.Module):
             k, v = kv_cache.update(self.layer, k, v)
         dropout = self.config.attn_dropout if self.training else 0.0
 
-        flash = self._use_flash(q, mask)
-        if flash is not None:  # flash-attn takes (B, T, H, D) and handles GQA itself
-            y = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout, causal=is_causal)
+        flash = self._flash(q, mask, packed)
+        if flash is not None and packed is not None:  # document-masked packing: one varlen call, no mask
+            y = flash.flash_attn_varlen_func(*(t.transpose(1, 2).reshape(B * T, -1, self.head_dim) for t in (q, k, v)),
+                                             packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len,
+                                             dropout_p=dropout, causal=True)
             return self.o_proj(y.reshape(B, T, -1))
-        if mask is None:
+        if flash is not None:  # flash-attn takes (B, T, H, D) and handles GQA itself
+            y = flash.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout,
+                                      causal=is_causal)
+            return self.o_proj(y.reshape(B, T, -1))
+        if isinstance(mask, BlockMask):  # flex_attention: document masking without a dense (T, T) mask
+            if dropout:
+                raise RuntimeError("attn_backend='flex' has no attention dropout: set attn_dropout to 0 or use 'sdpa'")
+            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+        elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal, enable_gqa=True)
         else:
             # With a mask, SDPA's GQA path falls back to the slow math kernel on CUDA,
@@ -169,15 +198,16 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
-    def _use_flash(self, q: torch.Tensor, mask):
-        """flash-attn 2 where it applies (CUDA, bf16/fp16, plain causal or one-token decode); else None."""
+    def _flash(self, q: torch.Tensor, mask, packed: Packed | None):
+        """flash-attn where it applies (CUDA, bf16/fp16; plain causal, one-token decode, or packed
+        documents as varlen sequences); else None."""
         backend = self.config.attn_backend
-        if backend == "sdpa":
+        if backend in ("sdpa", "flex"):
             return None
         flash = _flash_attn() if q.is_cuda else None
         if backend == "flash" and flash is None:
             raise RuntimeError("attn_backend='flash' needs CUDA and flash-attn (pip install -e '.[flash]')")
-        if mask is not None or q.dtype not in (torch.float16, torch.bfloat16):
+        if q.dtype not in (torch.float16, torch.bfloat16) or (mask is not None and packed is None):
             return None
         return flash
 
@@ -218,8 +248,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.resid_dropout)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache))
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache, packed=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, packed))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -228,8 +258,36 @@ class Block(nn.Module):
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None  # None when the loss was computed in chunks (ce_chunk_size)
     loss: torch.Tensor | None = None
+
+
+def _cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(F.linear(hidden, weight).float(), target, ignore_index=-100, reduction="sum")
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The mean next-token loss, `chunk` positions at a time: each chunk's logits are made, reduced to
+    a loss sum and dropped, and the backward pass makes them again (checkpointing), so the
+    (B, T, vocab) logits, their float32 copy and their gradient never exist whole: at 32k vocabulary
+    and 8 x 2048 tokens that is about 5 GB less at the peak. Same value as the plain loss."""
+    from torch.utils.checkpoint import checkpoint
+
+    target = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    total = sum(checkpoint(_cross_entropy_sum, h, weight, t, use_reentrant=False)
+                for h, t in zip(flat.split(chunk), target.split(chunk)))
+    return total / (target != -100).sum().clamp(min=1)
+
+
+def _document_block_mask(doc_ids: torch.Tensor) -> BlockMask:
+    """Causal attention within each packed document, as flex_attention's block-sparse mask."""
+    B, T = doc_ids.shape
+
+    def same_document_causal(b, h, q, k):
+        return (k <= q) & (doc_ids[b, q] == doc_ids[b, k])
+
+    return create_block_mask(same_document_causal, B, None, T, T, device=doc_ids.device)
 
 
 def doc_position_ids(doc_ids: torch.Tensor) -> torch.Tensor:
@@ -354,9 +412,21 @@ class SLM(nn.Module):
         if self.config.scale_embeddings:
             x = x * math.sqrt(self.config.d_model)
         cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)
-        mask, is_causal = self._mask(B, T, offset, attention_mask, doc_ids, input_ids.device)
+        if self.config.attn_backend == "flex" and doc_ids is not None and attention_mask is None:
+            mask, is_causal = _document_block_mask(doc_ids), False
+        else:
+            mask, is_causal = self._mask(B, T, offset, attention_mask, doc_ids, input_ids.device)
+        packed = None
+        if doc_ids is not None and attention_mask is None and input_ids.is_cuda and self.config.attn_backend in (
+                "auto", "flash") and _flash_attn() is not None:
+            packed = Packed.from_doc_ids(doc_ids)  # flash-attn varlen: each document its own sequence
         for block in self.layers:
-            x = block(x, cos, sin, mask, is_causal, kv_cache)
+            x = block(x, cos, sin, mask, is_causal, kv_cache, packed)
+        if labels is not None and self.config.ce_chunk_size:
+            if logits_to_keep > 0:
+                raise ValueError("logits_to_keep cannot be combined with labels (the loss needs every position)")
+            return ModelOutput(logits=None, loss=chunked_cross_entropy(self.norm(x), self.lm_head.weight, labels,
+                                                                       self.config.ce_chunk_size))
         if logits_to_keep > 0:
             if labels is not None:
                 raise ValueError("logits_to_keep cannot be combined with labels (the loss needs every position)")

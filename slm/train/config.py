@@ -27,6 +27,8 @@ class OptimConfig(Config):
     warmup_fraction: float | None = None  # instead of warmup_steps: a fraction of all steps (e.g. 0.01)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr: float = 0.0
+    # torch's fused AdamW kernel (one launch for all parameters); None: on CUDA. Same update.
+    fused: bool | None = None
 
     def validate(self) -> None:
         if self.lr <= 0:

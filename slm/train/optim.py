@@ -20,8 +20,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(groups: list[dict], config: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps, fused=False)
+def build_optimizer(groups: list[dict], config: OptimConfig, device: torch.device | None = None) -> torch.optim.AdamW:
+    fused = config.fused if config.fused is not None else device is not None and device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps, fused=fused)
 
 
 def lr_at(step: int, config: OptimConfig, warmup: int, total_steps: int) -> float:

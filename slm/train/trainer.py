@@ -171,7 +171,7 @@ class Trainer:
         bf16 = config.precision == "bf16" or (config.precision == "auto" and self.run.device.type == "cuda")
         if config.activation_checkpointing:
             _checkpoint_blocks(model)
-        self.optimizer = build_optimizer(self.param_groups(), config.optim)
+        self.optimizer = build_optimizer(self.param_groups(), config.optim, self.run.device)
         self.deepspeed = None
         forward_model = torch.compile(model) if config.compile else model
         if config.deepspeed:

@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/model_cpu.py
 	$(PY) bench/tokenizer_throughput.py --check-lossless
 	$(PY) bench/eval_throughput.py
+	$(PY) bench/train_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -31,3 +31,26 @@ def command() -> str:
 def write_report(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+
+def device_parser(doc: str):
+    """The options the GPU benchmarks share: --preset, --device (cuda when there is one) and --out."""
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="ncvc-slm-1b")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path)
+    return p
+
+
+def device_setup(args):
+    """(device, dtype, device name): bf16 on a GPU, float32 on CPU (bf16 matmuls are slow there)."""
+    import torch
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return device, dtype, name

@@ -101,3 +101,19 @@ def test_compile_traces_the_training_forward_without_graph_breaks(fast, docs):
     explained = torch._dynamo.explain(lambda: model(ids, labels=labels, doc_ids=doc_ids).loss)()
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize("docs", [False, True])
+def test_the_compiled_model_computes_the_same_loss_and_gradients(docs):
+    """torch.compile's tracing (dynamo + AOT autograd, without inductor's C++ build) against eager."""
+    torch._dynamo.reset()
+    plain, compiled = pair(ce_chunk_size=64)
+    ids, labels, doc_ids = batch(docs=docs)
+    fn = torch.compile(compiled, backend="aot_eager", fullgraph=True)
+    a = plain(ids, labels=labels, doc_ids=doc_ids).loss
+    b = fn(ids, labels=labels, doc_ids=doc_ids).loss
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+    a.backward()
+    b.backward()
+    for name, g in grads(plain).items():
+        torch.testing.assert_close(grads(compiled)[name], g, atol=1e-6, rtol=1e-5, msg=name)

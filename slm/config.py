@@ -200,6 +200,9 @@ class ModelConfig(Config):
     attn_dropout: float = 0.1  # report §2.3: dropout 0.1 on attention ...
     resid_dropout: float = 0.1  # ... and on the residual branches
     scale_embeddings: bool = True  # token embedding multiplied by sqrt(d_model) (report §2.3)
+    # Switches for imported model families (slm.hf); the report's model uses neither.
+    norm_unit_offset: bool = False  # Gemma: RMSNorm scales by (1 + weight)
+    qkv_bias: bool = False  # Qwen2: biases on the q, k and v projections
     tie_embeddings: bool = False  # the report's LM head is untied
     init_std: float | None = None  # None: sqrt(2 / (5 d_model)), the report's init
     # Attention kernel: "auto" uses flash-attn 2 on CUDA in bf16/fp16 when it is installed (plain

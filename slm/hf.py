@@ -1,4 +1,4 @@
-"""Hugging Face interop: export SLM to transformers folders, import Llama-family ones.
+"""Hugging Face interop: export SLM to transformers folders, import Llama, Gemma and Qwen2 ones.
 
 The report's architecture is a Llama-style decoder with a plain (non-gated)
 SiLU MLP and a sqrt(d_model)-scaled embedding. transformers has it as
@@ -10,8 +10,12 @@ in training, so inference is identical.
 
 Import reads local folders only (config.json + safetensors, sharded or not):
 Llama, Mistral and Arcee model types, including Llama-3 rope scaling and tied
-embeddings, which is how clinical continued-pretraining work starts from an
-open model. Nothing is downloaded.
+embeddings; Gemma (GELU-tanh gated MLP, RMSNorm with (1 + weight), scaled and
+tied embeddings) and Qwen2 (q/k/v biases) through the model's config switches.
+That is how clinical continued-pretraining work starts from an open model.
+Export writes the matching architecture back. Nothing is downloaded. Gemma 2 and
+3 (sandwich norms, q/k norms, logit soft-capping, alternating sliding windows)
+are not supported and say so.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from slm.model import SLM
 # Our activation names <-> transformers' ACT2FN names.
 _ACT_TO_HF = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu2": "relu2"}
 _ACT_FROM_HF = {**{v: k for k, v in _ACT_TO_HF.items()}, "swish": "silu"}
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee", "gemma", "qwen2")
 
 # Our parameter names <-> transformers' (Llama layout); {} is the layer index and the
 # rest of each name (q_proj.weight, ...) is shared.
@@ -55,11 +59,28 @@ def _rename(name: str, to_hf: bool) -> str:
     return name
 
 
+def _architecture(config: ModelConfig) -> tuple[str, str]:
+    """The transformers architecture that computes what this config computes."""
+    if config.norm_unit_offset:
+        if not (config.mlp_gated and config.mlp_act == "gelu_tanh" and config.scale_embeddings and not config.qkv_bias):
+            raise ConfigError("(1 + weight) norms export as Gemma, which needs a gated gelu_tanh MLP, scaled embeddings "
+                              "and no biases")
+        return "GemmaForCausalLM", "gemma"
+    if config.qkv_bias:
+        if not (config.mlp_gated and config.mlp_act == "silu" and not config.scale_embeddings):
+            raise ConfigError("q/k/v biases export as Qwen2, which needs a gated silu MLP and unscaled embeddings")
+        return "Qwen2ForCausalLM", "qwen2"
+    if config.mlp_gated:
+        if config.mlp_act != "silu":
+            raise ConfigError(f"a gated MLP exports as Llama (SwiGLU), which needs mlp_act='silu', not {config.mlp_act!r}")
+        return "LlamaForCausalLM", "llama"
+    return "ArceeForCausalLM", "arcee"
+
+
 def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
-    """The transformers config.json for an SLM config (Arcee when plain MLP, Llama when gated)."""
-    if config.mlp_gated and config.mlp_act != "silu":
-        raise ConfigError(f"a gated MLP exports as Llama (SwiGLU), which needs mlp_act='silu', not {config.mlp_act!r}")
-    arch, model_type = ("LlamaForCausalLM", "llama") if config.mlp_gated else ("ArceeForCausalLM", "arcee")
+    """The transformers config.json for an SLM config: Arcee (plain MLP, the report's model), Llama
+    (gated SiLU), Gemma ((1 + weight) norms) or Qwen2 (q/k/v biases)."""
+    arch, model_type = _architecture(config)
     rope = {"rope_type": "default", "rope_theta": config.rope_theta}
     if config.rope_scaling is not None:
         rope = {**config.rope_scaling, "rope_theta": config.rope_theta}
@@ -74,6 +95,7 @@ def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
         "num_key_value_heads": config.n_kv_heads,
         "head_dim": config.dim_head,
         "hidden_act": _ACT_TO_HF[config.mlp_act],
+        "hidden_activation": _ACT_TO_HF[config.mlp_act],  # Gemma's name for it
         "max_position_embeddings": config.max_seq_len,
         "rms_norm_eps": config.norm_eps,
         "rope_theta": config.rope_theta,
@@ -82,8 +104,9 @@ def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
         "mlp_bias": False,
         "attention_dropout": config.attn_dropout,
         "initializer_range": config.std,
-        # A scaled embedding cannot be shared with the head once the scale is folded in.
-        "tie_word_embeddings": config.tie_embeddings and not config.scale_embeddings,
+        # A scaled embedding cannot be shared with the head once the scale is folded in (Gemma scales itself).
+        "tie_word_embeddings": config.tie_embeddings and (model_type == "gemma" or not config.scale_embeddings),
+        "use_sliding_window": False,
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
         "pad_token_id": config.pad_token_id,
@@ -99,7 +122,7 @@ def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) 
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     out_dtype = tensors["embed.weight"].dtype
-    if config.scale_embeddings:
+    if config.scale_embeddings and _architecture(config)[1] != "gemma":  # Gemma scales its embedding itself
         if config.tie_embeddings:
             tensors["lm_head.weight"] = tensors["embed.weight"]
         # The same multiplication the forward pass does, so logits stay bit-identical.
@@ -127,14 +150,15 @@ def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelConfig:
-    """Translate a transformers Llama/Mistral/Arcee config dict into a ModelConfig."""
+    """Translate a transformers Llama/Mistral/Arcee/Gemma/Qwen2 config dict into a ModelConfig."""
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"{source}: model_type {model_type!r} is not supported; supported: {list(SUPPORTED_MODEL_TYPES)}")
     for key in ("attention_bias", "mlp_bias"):
         if hf.get(key):
-            raise ConfigError(f"{source}: {key}=true, but SLM has no biases")
-    act = hf.get("hidden_act", "silu")
+            raise ConfigError(f"{source}: {key}=true, but SLM has biases on q/k/v only (Qwen2)")
+    gemma, qwen2 = model_type == "gemma", model_type == "qwen2"
+    act = (hf.get("hidden_activation") if gemma else None) or hf.get("hidden_act", "silu")
     if act not in _ACT_FROM_HF:
         raise ConfigError(f"{source}: hidden_act {act!r} is not supported; supported: {sorted(_ACT_FROM_HF)}")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -142,7 +166,7 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
     if rope_type not in ("default", "llama3"):
         raise ConfigError(f"{source}: rope type {rope_type!r} is not supported; supported: ['default', 'llama3']")
     max_len = hf.get("max_position_embeddings", 2048)
-    window = hf.get("sliding_window")
+    window = hf.get("sliding_window") if not qwen2 or hf.get("use_sliding_window") else None
     if window is not None and window < max_len:
         # Within one window, sliding-window attention is ordinary causal attention.
         warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}",
@@ -166,8 +190,10 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         attn_dropout=hf.get("attention_dropout", 0.0),
         resid_dropout=0.0,  # transformers' Llama family has none
-        scale_embeddings=False,
-        tie_embeddings=hf.get("tie_word_embeddings", False),
+        scale_embeddings=gemma,  # Gemma multiplies its embedding by sqrt(hidden_size)
+        norm_unit_offset=gemma,
+        qkv_bias=qwen2,
+        tie_embeddings=hf.get("tie_word_embeddings", gemma),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
         pad_token_id=hf.get("pad_token_id"),
@@ -176,7 +202,7 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
 
 
 def load(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
-    """Import a local transformers folder (Llama, Mistral, Arcee) as an SLM.
+    """Import a local transformers folder (Llama, Mistral, Arcee, Gemma, Qwen2) as an SLM.
 
     `overrides` change ModelConfig fields of the result, e.g. `resid_dropout=0.1`
     to continue pretraining with the report's dropout.

@@ -3,7 +3,11 @@
 Pre-norm transformer: token embedding (scaled by sqrt(d_model)) -> n_layers x
 [RMSNorm -> grouped-query attention with RoPE -> dropout -> residual add,
  RMSNorm -> MLP -> dropout -> residual add] -> RMSNorm -> untied LM head.
-No biases anywhere. Every weight's initialisation lives in `SLM.init_weights`.
+No biases. Every weight's initialisation lives in `SLM.init_weights`.
+
+Other open model families are config switches on the same code, for import (slm.hf):
+Llama/Mistral (gated SiLU MLP, no embedding scale), Gemma (gated GELU-tanh MLP, RMSNorm
+with (1 + weight), scaled and tied embeddings), Qwen2 (q/k/v biases).
 
 The model holds no parallelism, no checkpoint I/O and no data logic: DDP,
 DeepSpeed, torch.compile, activation checkpointing and saving wrap it from
@@ -33,15 +37,22 @@ from slm.config import ModelConfig
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) * weight, computed in float32 and cast back before the weight."""
+    """x / rms(x) * weight, computed in float32 and cast back before the weight.
 
-    def __init__(self, dim: int, eps: float):
+    unit_offset (Gemma): the scale is (1 + weight), the weight starting at 0, multiplied in
+    float32 before the cast, as Gemma computes it (so imported weights give Gemma's logits)."""
+
+    def __init__(self, dim: int, eps: float, unit_offset: bool = False):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.unit_offset = unit_offset
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        if self.unit_offset:
+            return (normed * (1.0 + self.weight.float())).to(x.dtype)
+        return self.weight * normed.to(x.dtype)
 
 
 # ---------------------------------------------------------------- rotary embedding
@@ -159,9 +170,10 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.dim_head
         d = config.d_model
-        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        # q/k/v biases only for imported Qwen2-family models; the report's model has none
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=config.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
     def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None, packed: Packed | None = None):
@@ -242,9 +254,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps, config.norm_unit_offset)
         self.attn = Attention(config, layer)
-        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, config.norm_unit_offset)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.resid_dropout)
 
@@ -305,7 +317,7 @@ class SLM(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.norm = RMSNorm(config.d_model, config.norm_eps, config.norm_unit_offset)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -321,13 +333,16 @@ class SLM(nn.Module):
           residual stream: N(0, sigma / sqrt(2 n_layers)), so the residual's
           variance does not grow with depth;
         - the untied LM head: Xavier normal, std = sqrt(2 / (d + vocab));
-        - RMSNorm weights: 1.
+        - RMSNorm weights: 1 (0 with Gemma's unit offset: the same scale of 1);
+        - biases (imported Qwen2 models only): 0.
         """
         sigma = self.config.std
         out_sigma = sigma / math.sqrt(2 * self.config.n_layers)
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
-                nn.init.ones_(p)
+                nn.init.zeros_(p) if self.config.norm_unit_offset else nn.init.ones_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
             elif name == "lm_head.weight":
                 nn.init.xavier_normal_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight")):

@@ -102,3 +102,62 @@ def test_unsupported_folder_is_a_clear_error(tmp_path):
 def test_gated_export_needs_silu(tmp_path):
     with pytest.raises(ConfigError, match="needs mlp_act='silu'"):
         hf.export(small_model(mlp_gated=True, mlp_act="gelu"), tmp_path)
+
+
+def randomize(model, seed=0):
+    """Random values for every parameter, norm weights and biases too, so no switch hides behind an init of 0 or 1."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+FAMILIES = {
+    "gemma": lambda: transformers.GemmaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6),
+    "qwen2": lambda: transformers.Qwen2Config(
+        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=True,
+        sliding_window=32, use_sliding_window=False),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_import_gemma_and_qwen2_with_logit_parity_and_export_back(tmp_path, family):
+    config = FAMILIES[family]()
+    ref = randomize(transformers.AutoModelForCausalLM.from_config(config).eval())
+    ref.save_pretrained(tmp_path / "theirs")
+    model = hf.load(tmp_path / "theirs")
+    c = model.config
+    if family == "gemma":  # GELU-tanh gated MLP, (1 + weight) norms, scaled and tied embeddings
+        assert (c.mlp_gated, c.mlp_act, c.norm_unit_offset, c.scale_embeddings, c.tie_embeddings, c.dim_head) == \
+            (True, "gelu_tanh", True, True, True, 32)
+    else:  # q/k/v biases; the window is off, so the full context stays
+        assert (c.qkv_bias, c.scale_embeddings, c.tie_embeddings, c.max_seq_len) == (True, False, True, 128)
+        assert model.layers[0].attn.q_proj.bias is not None and model.layers[0].attn.o_proj.bias is None
+    ids = torch.randint(0, 256, (2, 100))
+    with torch.no_grad():
+        assert (model(ids).logits - ref(ids).logits).abs().max().item() < 1e-4
+        ids_, mask = left_pad(PROMPTS, 0)
+        diff = (model(ids_, attention_mask=mask).logits - ref(ids_, attention_mask=mask).logits)[mask.bool()]
+        assert diff.abs().max() < 1e-4
+    # and back: transformers reads our export as the same family, with the same logits
+    hf.export(model, tmp_path / "ours")
+    back = hf_model(tmp_path / "ours")
+    assert type(back).__name__ == type(ref).__name__
+    with torch.no_grad():
+        assert (back(ids).logits - model(ids).logits).abs().max().item() < 1e-4
+    assert (hf.load(tmp_path / "ours").state_dict()["norm.weight"] == model.state_dict()["norm.weight"]).all()
+
+
+def test_a_fresh_gemma_style_model_starts_with_unit_norm_scales():
+    model = small_model(mlp_gated=True, mlp_act="gelu_tanh", norm_unit_offset=True, tie_embeddings=True)
+    assert all((m.weight == 0).all() for m in model.modules() if type(m).__name__ == "RMSNorm")
+    x = torch.randn(2, 5, 64)
+    torch.testing.assert_close(model.norm(x), small_model().norm(x))  # (1 + 0) is the plain norm's 1
+    with pytest.raises(ConfigError, match="Gemma"):
+        hf.export(small_model(norm_unit_offset=True), "unused")  # a plain MLP has no transformers Gemma
+    qwen = small_model(mlp_gated=True, qkv_bias=True)
+    assert all((qwen.layers[0].attn.get_submodule(n).bias == 0).all() for n in ("q_proj", "k_proj", "v_proj"))

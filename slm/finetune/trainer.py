@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import unicodedata
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +24,7 @@ from slm.finetune.data import collate, pack, truncate
 from slm.finetune.instructions import load_conversations
 from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, no_decay_parameters,
                                save_adapter)
+from slm.eval.text_metrics import exact_match, token_f1
 from slm.finetune.neftune import NEFTune
 from slm.lm import CHAT_MARKER
 from slm.train.config import OptimConfig, TrainConfig
@@ -105,20 +105,9 @@ class ChatLoader:
         self.step = state["step"]
 
 
-def _normal(text: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", text).split())
-
-
 def score(prediction: str, reference: str, metric: str) -> float:
     """exact: equal after NFKC and without whitespace; char_f1: F1 over characters (Japanese has no words)."""
-    p, r = _normal(prediction), _normal(reference)
-    if metric == "exact":
-        return float(p == r)
-    common = sum(min(p.count(c), r.count(c)) for c in set(p))
-    if not common:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
+    return (exact_match if metric == "exact" else token_f1)(prediction, reference, unit="chars")
 
 
 @torch.no_grad()

@@ -1,0 +1,40 @@
+"""Free-text metrics against hand-computed values, and the degeneration statistics."""
+
+import pytest
+
+from slm.eval.text_metrics import (bleu, degeneration, exact_match, free_text_report, longest_repeated_ngram,
+                                   distinct_n, rouge_l, token_f1)
+
+
+def test_exact_match_and_token_f1():
+    assert exact_match("The Aspirin.", "aspirin") == 1.0  # case, punctuation and articles do not count
+    assert exact_match("aspirin daily", "aspirin") == 0.0
+    # prediction "low dose aspirin daily" vs "aspirin daily": 2 common, P = 2/4, R = 2/2
+    assert token_f1("low dose aspirin daily", "aspirin daily") == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert token_f1("", "aspirin") == 0.0 and token_f1("", "") == 1.0
+    # Japanese by characters: C反応性蛋白 vs C反応性たんぱく: 4 common of 6 and 8
+    assert token_f1("C反応性蛋白", "C反応性たんぱく", unit="chars") == pytest.approx(2 * (4 / 6) * (4 / 8) / (4 / 6 + 4 / 8))
+    assert exact_match(" はい ", "はい", unit="chars") == 1.0
+
+
+def test_rouge_l_and_bleu():
+    p, r = "fever cough rash pain", "fever rash pain headache"
+    # LCS = fever rash pain (3): P = 3/4, R = 3/4
+    assert rouge_l([p], [r]) == pytest.approx(0.75)
+    assert rouge_l(["発熱と咳"], ["発熱と頭痛"], unit="chars") == pytest.approx(2 * (3 / 4) * (3 / 5) / (3 / 4 + 3 / 5))
+    assert bleu([r], [r]) == pytest.approx(100.0)
+    assert bleu(["completely different words here"], [r]) < 5
+    assert 0 < bleu(["発熱と咳嗽を認めた"], ["発熱と咳嗽を認める"], unit="chars") < 100
+
+
+def test_degeneration_statistics():
+    looping = "take aspirin take aspirin take aspirin take aspirin"
+    assert longest_repeated_ngram(looping) == 6  # "take aspirin take aspirin take aspirin" occurs twice (overlapping)
+    assert longest_repeated_ngram("one two three") == 0
+    assert distinct_n(["a1 b1 a1 b1"], 1) == 0.5 and distinct_n(["a1 b1 a1 b1"], 2) == pytest.approx(2 / 3)
+    d = degeneration(["fine answer", looping], finished=[True, False])
+    assert d["never_stopped"] == 0.5 and d["longest_repeat_max"] == 6 and d["longest_repeat_mean"] == 3
+    report = free_text_report(["aspirin", "beta blocker"], ["aspirin", "ace inhibitor"], finished=[True, True])
+    assert report["exact_match"] == 0.5 and report["never_stopped"] == 0 and report["answers"] == 2
+    with pytest.raises(ValueError, match="2 predictions for 1"):
+        free_text_report(["a", "b"], ["a"])

@@ -5,6 +5,8 @@ prediction files.
     python evaluate.py jmed-llm --model runs/finetune/sft --data JMED-LLM/datasets [--mode corrected]
     python evaluate.py perplexity --model runs/pretrain/x --data heldout/*.txt
     python evaluate.py sweep runs/pretrain/x --benchmarks igakuqa perplexity --igakuqa-data IgakuQA/ --heldout h.txt
+    python evaluate.py mcqa --benchmark medqa --model M --data test.jsonl --train train.jsonl --shots 5 --select knn --cot
+    python evaluate.py qa --model runs/finetune/sft --data heldout.jsonl [--unit chars] [--repetition-penalty 1.3]
     python evaluate.py score igakuqa --data IgakuQA/ --predictions preds.jsonl [more.jsonl ...]
     python evaluate.py score jmed-llm --data JMED-LLM/datasets --predictions outputs.jsonl [--mode corrected]
 
@@ -24,8 +26,8 @@ from functools import partial
 from pathlib import Path
 
 from slm.checkpoint import CheckpointError
-from slm.eval import igakuqa, jmed_llm
-from slm.eval.benchmarks import run_igakuqa, run_jmed_llm, run_perplexity
+from slm.eval import igakuqa, jmed_llm, mcqa
+from slm.eval.benchmarks import run_igakuqa, run_jmed_llm, run_mcqa, run_perplexity, run_qa
 from slm.eval.harness import write_results
 from slm.lm import resolve_model_dir
 from tokenizer.corpus import CorpusError
@@ -169,6 +171,30 @@ def parser() -> argparse.ArgumentParser:
     ppl.add_argument("--out")
     _model_options(ppl, method=False)
 
+    mc = commands.add_parser("mcqa", help="English medical multiple choice: MedQA, MedMCQA, PubMedQA, MMLU")
+    mc.add_argument("--benchmark", choices=mcqa.BENCHMARKS, required=True)
+    mc.add_argument("--model", required=True)
+    mc.add_argument("--data", nargs="+", required=True, help="the test files in the benchmark's published schema")
+    mc.add_argument("--train", nargs="*", default=[], help="the training split few-shot examples come from")
+    mc.add_argument("--shots", type=int, default=0)
+    mc.add_argument("--select", choices=["fixed", "knn"], default="fixed", help="the first k, or the k nearest")
+    mc.add_argument("--embedder", help="the model whose embeddings choose kNN examples (default: the model itself)")
+    mc.add_argument("--cot", action="store_true", help="chain of thought, then 'The answer is X'")
+    mc.add_argument("--samples", type=int, default=1, help="self-consistency: sampled chains voting")
+    mc.add_argument("--temperature", type=float, default=0.7)
+    mc.add_argument("--cop-base", type=int, default=1, help="MedMCQA: cop counts from 1 (original) or 0")
+    mc.add_argument("--out")
+    _model_options(mc)
+
+    qa = commands.add_parser("qa", help="free-text answers: exact match, F1, ROUGE-L, BLEU, degeneration")
+    qa.add_argument("--model", required=True)
+    qa.add_argument("--data", nargs="+", required=True, help="conversation JSONL; the last assistant turn is the reference")
+    qa.add_argument("--unit", choices=["words", "chars"], default="words", help="chars for Japanese")
+    qa.add_argument("--max-new-tokens", type=int, default=256)
+    qa.add_argument("--repetition-penalty", type=float, default=1.0)
+    qa.add_argument("--out")
+    _model_options(qa, method=False)
+
     sweep = commands.add_parser("sweep", help="every checkpoint of a run: sweep.csv and sweep.png")
     sweep.add_argument("run", help="a run folder (runs/<name>, with checkpoints/)")
     sweep.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, required=True)
@@ -217,10 +243,17 @@ def main(argv=None) -> int:
                 _igakuqa(args, lm, out, args.data, echo=True)
             elif args.command == "jmed-llm":
                 _jmed_llm(args, lm, out, args.data, echo=True)
+            elif args.command == "mcqa":
+                embedder = load_model(args, args.embedder) if args.embedder else None
+                run_mcqa(lm, args.benchmark, args.data, out, args.train, args.shots, args.select, args.cot, args.samples,
+                         args.temperature, args.method, args.max_new_tokens, args.batch_size, embedder, args.cop_base)
+            elif args.command == "qa":
+                run_qa(lm, args.data, out, args.unit, args.max_new_tokens, args.repetition_penalty, args.batch_size)
             else:
                 docs, skipped = read_heldout(args.data)
                 run_perplexity(lm, docs, out, skipped)
-    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, CheckpointError, FileNotFoundError) as e:
+    except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, CheckpointError, FileNotFoundError,
+            ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -54,8 +54,9 @@ class LocalLM(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 stop_at_newline: bool = False) -> list[str]:
-        """The continuation of each prompt (the prompt itself left out); temperature 0 is greedy."""
+                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[str]:
+        """The continuation of each prompt (the prompt itself left out); temperature 0 is greedy.
+        Afterwards `finished` says which continuations ended on their own (not at the token limit)."""
         ...
 
     def loglik(self, requests: Sequence[tuple[Prompt, str]], batch_size: int = 8) -> list[float]:
@@ -129,16 +130,19 @@ class _TorchLM:
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 stop_at_newline: bool = False) -> list[str]:
+                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[str]:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 (0: greedy) and 0 < top_p <= 1, got {temperature}, {top_p}")
         ids = [self.encode_prompt(p) for p in prompts]
         out: list[str] = []
+        self.finished: list[bool] = []
+        sampling = dict(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty)
         for k, start in enumerate(range(0, len(ids), batch_size)):
             batch_seed = None if seed is None else seed + k
-            texts = self._generate_batch(ids[start : start + batch_size], max_new_tokens, temperature, top_p, batch_seed,
-                                         stop_at_newline)
+            texts, finished = self._generate_batch(ids[start : start + batch_size], max_new_tokens, sampling, batch_seed,
+                                                   stop_at_newline)
             out += [t.split("\n", 1)[0] for t in texts] if stop_at_newline else texts
+            self.finished += finished
         return out
 
     @torch.no_grad()
@@ -197,8 +201,9 @@ class _TorchLM:
                  for i in range(0, len(texts), batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
-    def _generate_batch(self, ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                        seed: int | None, stop_at_newline: bool) -> list[str]:
+    def _generate_batch(self, ids: list[list[int]], max_new_tokens: int, sampling: dict, seed: int | None,
+                        stop_at_newline: bool) -> tuple[list[str], list[bool]]:
+        """(texts, whether each ended on a stop token)."""
         raise NotImplementedError
 
     def _logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
@@ -289,14 +294,14 @@ class SLMAdapter(_TorchLM):
     def encode_document(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_bos=True, add_eos=True)
 
-    def _generate_batch(self, ids, max_new_tokens, temperature, top_p, seed, stop_at_newline):
+    def _generate_batch(self, ids, max_new_tokens, sampling, seed, stop_at_newline):
         eos = [self.tokenizer.eos_id] + ([self.tokenizer.newline_id] if stop_at_newline else [])
-        out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                                  temperature=temperature, top_p=top_p, seed=seed, eos_token_id=eos,
-                                  pad_token_id=self.pad_id)
-        prompt_len = max(map(len, ids))
+        out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=sampling["temperature"] > 0, seed=seed,
+                                  eos_token_id=eos, pad_token_id=self.pad_id, **sampling)
+        new = out[:, max(map(len, ids)) :]
+        finished = torch.isin(new, torch.tensor(eos, device=new.device)).any(dim=1).tolist()
         # Finished rows are filled with padding (<end_of_text>), a special token that decoding drops.
-        return self.tokenizer.decode_batch(out[:, prompt_len:].tolist(), skip_special_tokens=True)
+        return self.tokenizer.decode_batch(new.tolist(), skip_special_tokens=True), finished
 
     def _logits(self, input_ids, attention_mask, keep):
         mask = None if attention_mask.all() else attention_mask
@@ -366,19 +371,24 @@ class HFAdapter(_TorchLM):
         """Positions counting real tokens only, so a left-padded row is read as it is alone."""
         return (mask.cumsum(dim=-1) - 1).clamp(min=0)
 
-    def _generate_batch(self, ids, max_new_tokens, temperature, top_p, seed, stop_at_newline):
+    def _generate_batch(self, ids, max_new_tokens, sampling, seed, stop_at_newline):
         input_ids, mask = left_pad(ids, self.pad_id, self.device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        temperature, top_p = sampling["temperature"], sampling["top_p"]
+        options = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        options["repetition_penalty"] = sampling["repetition_penalty"]
         if stop_at_newline:
-            sampling.update(stop_strings=["\n"], tokenizer=self.tokenizer)
+            options.update(stop_strings=["\n"], tokenizer=self.tokenizer)
         # transformers samples from the global RNG: seed it inside a fork, so the caller's state is kept.
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.pad_id, **sampling)
-        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+                                      pad_token_id=self.pad_id, **options)
+        new = out[:, input_ids.shape[1] :]
+        # a row that stopped early is padded to the batch's length; one that ran out has max_new_tokens
+        finished = [new.shape[1] < max_new_tokens or (self.tokenizer.eos_token_id in row.tolist()) for row in new]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True), finished
 
     def _logits(self, input_ids, attention_mask, keep):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=self._positions(attention_mask),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from slm.eval import igakuqa, jmed_llm
+from slm.eval import igakuqa, jmed_llm, mcqa
 from slm.eval.harness import Method, write_results
 from slm.eval.perplexity import perplexity
 from slm.lm import LocalLM
@@ -73,6 +73,52 @@ def run_perplexity(lm: LocalLM, documents: Sequence[str], out: str | Path, skipp
     if echo:
         print(table + f"{skipped} unreadable lines skipped; written to {out}")
     return {"perplexity": result["perplexity"], "bits_per_character": result["bits_per_character"]}
+
+
+def run_mcqa(lm: LocalLM, benchmark: str, data: Sequence[str | Path], out: str | Path,
+             train: Sequence[str | Path] = (), shots: int = 0, selection: str = "fixed", cot: bool = False,
+             samples: int = 1, temperature: float = 0.7, method: Method = "generate", max_new_tokens: int | None = None,
+             batch_size: int = 8, embedder: LocalLM | None = None, cop_base: int = 1, progress: bool = True,
+             echo: bool = True) -> dict:
+    """An English medical multiple-choice benchmark (slm.eval.mcqa): accuracy with its 95% interval."""
+    questions, skipped = mcqa.load(benchmark, data, cop_base)
+    examples = mcqa.load(benchmark, train, cop_base)[0] if train else []
+    result = mcqa.evaluate(lm, questions, examples, shots, selection, cot, samples, temperature, method, max_new_tokens,
+                           batch_size, embedder, progress=progress)
+    rows = result.pop("rows")
+    table = mcqa.table({benchmark: result})
+    write_results(out, rows, {benchmark: result, "skipped_records": skipped}, table)
+    if echo:
+        print(table + _problems({benchmark: result}, "questions")
+              + (f"{len(skipped)} records skipped: {skipped[:5]}\n" if skipped else "") + f"written to {out}")
+    return {"accuracy": result["accuracy"]}
+
+
+def run_qa(lm: LocalLM, data: Sequence[str | Path], out: str | Path, unit: str = "words", max_new_tokens: int = 256,
+           repetition_penalty: float = 1.0, batch_size: int = 8, echo: bool = True) -> dict:
+    """Free-text answers to held-out conversations (their last assistant turn is the reference):
+    exact match, token F1, ROUGE-L, BLEU and the degeneration statistics (slm.eval.text_metrics)."""
+    from slm.data.readers import ReadErrors
+    from slm.eval.text_metrics import free_text_report
+    from slm.finetune.instructions import load_conversations
+
+    errors = ReadErrors()
+    conversations = load_conversations([str(p) for p in data], errors)
+    prompts, references = [c[:-1] for c in conversations], [c[-1]["content"] for c in conversations]
+    answers = lm.generate(prompts, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+                          batch_size=batch_size)
+    finished = getattr(lm, "finished", None)
+    report = {**free_text_report(answers, references, finished, unit), "malformed_records_skipped": errors.total,
+              "settings": {"model": lm.name, "unit": unit, "max_new_tokens": max_new_tokens,
+                           "repetition_penalty": repetition_penalty}}
+    keys = ("exact_match", "token_f1", "rouge_l", "bleu", "distinct_2", "longest_repeat_max", "never_stopped")
+    table = ("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| "
+             + " | ".join(f"{report[k]:.3f}" if k in report else "n/a" for k in keys) + " |\n")
+    rows = [{"answer": a, "reference": r, "finished": f} for a, r, f in zip(answers, references, finished or [None] * len(answers))]
+    write_results(out, rows, report, table)
+    if echo:
+        print(table + f"{len(answers)} answers; {errors.total} malformed records skipped; written to {out}")
+    return {k: report[k] for k in keys if k in report}
 
 
 def _problems(groups: dict[str, dict], what: str) -> str:

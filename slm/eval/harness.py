@@ -49,7 +49,7 @@ class Answer:
     scores: dict[str, float] | None = None  # loglik: the score of every label
 
 
-def _fit(lm: LocalLM, item: Item, reserve: int, shrinkable: bool) -> tuple[int, Prompt | None, int]:
+def fit(lm: LocalLM, item: Item, reserve: int, shrinkable: bool) -> tuple[int, Prompt | None, int]:
     """(examples dropped, the first prompt that leaves `reserve` tokens free, its length). When
     none does: the leanest prompt if the reserve may shrink (a generation budget) and a token
     still fits, else None."""
@@ -74,7 +74,7 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
     for item in items:
         ranked = method == "loglik" and item.choices
         reserve = max(len(lm.encode_continuation(c)) for _, c in item.choices) if ranked else max_new_tokens
-        dropped, prompt, n = _fit(lm, item, reserve, shrinkable=not ranked)
+        dropped, prompt, n = fit(lm, item, reserve, shrinkable=not ranked)
         if prompt is None:
             answers[item.id] = Answer("", dropped, f"prompt of {n} tokens and {reserve} for the answer do not fit "
                                                    f"the model's {lm.max_length}")

@@ -188,6 +188,29 @@ def convert_medmcqa(paths: list[str | Path], cop_base: int = 1) -> Converted:
     return out
 
 
+MMLU_MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
+                "professional_medicine")
+
+
+def convert_mmlu(paths: list[str | Path], subjects: tuple[str, ...] = MMLU_MEDICAL) -> Converted:
+    """MMLU CSVs as published (data/<split>/<subject>_<split>.csv, no header: question, A, B, C, D,
+    answer letter), the medical subjects only by default; other files are skipped and listed."""
+    out = Converted()
+    for path in map(Path, paths):
+        subject = path.stem.rsplit("_", 1)[0]
+        if subject not in subjects:
+            out.skipped.append(f"{path}: subject {subject!r} is not one of {list(subjects)}")
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), 1):
+                where = f"{path} line {number}"
+                if len(row) != 6:
+                    out.skipped.append(f"{where}: {len(row)} cells, MMLU rows have 6 (question, A-D, answer)")
+                    continue
+                _mcq(out, where, row[0], row[1:5], row[5])
+    return out
+
+
 def convert_pubmedqa(path: str | Path) -> Converted:
     """PubMedQA (ori_pqal.json: {pmid: {QUESTION, CONTEXTS, final_decision}}): yes / no / maybe."""
     out = Converted()
@@ -236,7 +259,7 @@ def write_jsonl(conversations: list[list[dict]], path: str | Path, text: bool = 
 
 
 CONVERTERS = {"jmed-llm": convert_jmed_llm, "igakuqa": convert_igakuqa, "medqa": convert_medqa,
-              "medmcqa": convert_medmcqa}
+              "medmcqa": convert_medmcqa, "mmlu": convert_mmlu}
 
 
 def main(argv=None) -> int:

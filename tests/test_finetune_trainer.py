@@ -206,3 +206,27 @@ def test_resumed_lora_finetune_repeats_the_losses(tmp_path, base, files, monkeyp
     finetune(config(tmp_path, base, files, out=str(tmp_path / "b"), **lora), resume=True)
     losses = lambda run: [r["loss"] for r in records(run) if r["kind"] == "train"]
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_staged_finetuning_starts_each_stage_from_the_last_and_records_each(tmp_path, base, files, lora):
+    """PubMedQA -> MedMCQA -> MedQA style: three stages, each from the previous stage's result."""
+    stages = [{"name": "first", "train_files": [str(files[0])], "steps": 4},
+              {"name": "second", "train_files": [str(files[0])], "epochs": 0.5, "lr": 5e-4}]
+    extra = {"lora": True, "lora_config": {"rank": 2, "alpha": 4, "dropout": 0.0}} if lora else {}
+    result = finetune(config(tmp_path, base, files, train_files=[], stages=stages, checkpoint={"every": 2},
+                             **extra))
+    first, second = result["stages"]
+    assert first["steps"] == 4 and second["steps"] == 2  # 0.5 epoch of 25 usable examples at 8 a step: ceil(1.56)
+    run2 = tmp_path / "sft" / "2-second"
+    import yaml
+
+    second_config = yaml.safe_load((run2 / "config.yaml").read_text())
+    assert second_config["init_from"] == first["checkpoint"] and second_config["optim"]["lr"] == 5e-4
+    if lora:  # the next stage adapts the merged model
+        assert first["checkpoint"].endswith("1-first/merged") and (tmp_path / "sft" / "1-first" / "merged" / "chat.json").is_file()
+    assert all(r["exact"] is not None and r["eval_loss"] is not None for r in result["stages"])
+    assert (tmp_path / "sft" / "stages.md").read_text().count("\n") == 4
+    assert load_lm(result["final"]).chat
+    with pytest.raises(ConfigError, match="exactly one of steps and epochs"):
+        config(tmp_path, base, files, stages=[{"name": "x", "train_files": ["a"]}])

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from slm.checkpoint import load_pretrained, save_pretrained
-from slm.config import ConfigError
+from slm.checkpoint import atomic_write, load_pretrained, save_pretrained
+from slm.config import Config, ConfigError
 from slm.data.readers import ReadErrors
 from slm.finetune.chat import encode_chat, ensure_chat_tokens, render
 from slm.finetune.data import collate, pack, truncate
@@ -29,8 +30,28 @@ from slm.finetune.neftune import NEFTune
 from slm.lm import CHAT_MARKER
 from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
+from slm.train.state import latest_checkpoint
 from slm.train.trainer import Trainer, run_to_end
 from tokenizer import JapaneseTokenizer
+
+
+@dataclasses.dataclass
+class StageConfig(Config):
+    """One stage of staged fine-tuning (e.g. PubMedQA, then MedMCQA, then MedQA): its data, its
+    length (steps, or epochs over its examples) and optionally its own learning rate."""
+
+    name: str = ""
+    train_files: list[str] = dataclasses.field(default_factory=list)
+    eval_files: list[str] = dataclasses.field(default_factory=list)  # default: the run's eval_files
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float | None = None  # default: the run's optim.lr
+
+    def validate(self) -> None:
+        if not self.name or not self.train_files:
+            raise ConfigError("every fine-tuning stage needs a name and train_files")
+        if (self.steps is None) == (self.epochs is None):
+            raise ConfigError(f"stage {self.name!r}: give exactly one of steps and epochs")
 
 
 @dataclasses.dataclass
@@ -47,13 +68,16 @@ class FinetuneConfig(TrainConfig):
     metric: Literal["exact", "char_f1"] = "exact"
     eval_max_new_tokens: int = 64
     strict: bool = False  # stop at the first malformed record instead of counting it
+    # Staged fine-tuning: each stage starts from the previous stage's result (its best checkpoint,
+    # merged when LoRA), and its evaluation is recorded; top-level train_files are then unused.
+    stages: list[StageConfig] = dataclasses.field(default_factory=list)
     optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, warmup_steps=50))
 
     def validate(self) -> None:
         if not self.init_from:
             raise ConfigError("FinetuneConfig.init_from must name the base model's checkpoint folder")
-        if not self.train_files:
-            raise ConfigError("FinetuneConfig.train_files is empty")
+        if not self.train_files and not self.stages:
+            raise ConfigError("FinetuneConfig.train_files is empty (and there are no stages)")
         super().validate()
 
     def validate_data(self) -> None:
@@ -227,7 +251,55 @@ class FinetuneTrainer(Trainer):
 
 
 def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
-    """Run (or resume) instruction tuning; a notebook can call this as finetune.py does."""
+    """Run (or resume) instruction tuning, staged when the config lists stages; a notebook can call
+    this as finetune.py does."""
+    if config.stages:
+        return finetune_stages(config, resume)
     trainer = FinetuneTrainer(config, resume=resume)
     result = run_to_end(trainer)
     return {**result, "best": trainer.best, "read_errors": trainer.read_errors.total}
+
+
+def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
+    """Each stage in its own run folder (<out>/<n>-<name>), starting from the previous stage's best
+    checkpoint (a LoRA stage's adapter is merged first, so the next stage adapts the adapted model).
+    After each stage its held-out answers are scored; <out>/stages.jsonl and stages.md record them."""
+    out, start, records = Path(config.out), config.init_from, []
+    for n, stage in enumerate(config.stages, 1):
+        steps = stage.steps
+        if steps is None:  # epochs over the stage's examples, one example a row
+            examples = len(load_conversations(stage.train_files, ReadErrors()))
+            steps = max(1, math.ceil(stage.epochs * examples / config.global_batch))
+        run = config.replace(out=str(out / f"{n}-{stage.name}"), init_from=str(start), train_files=stage.train_files,
+                             eval_files=stage.eval_files or config.eval_files, steps=steps, stages=[],
+                             optim=config.optim.replace(lr=stage.lr or config.optim.lr))
+        checkpoints = Path(run.out) / "checkpoints"
+        result = finetune(run, resume=resume and checkpoints.is_dir())
+        best = checkpoints / (result["best"][1] if result["best"] else latest_checkpoint(checkpoints).name)
+        start = _merged(best, Path(run.out) / "merged", str(start)) if config.lora else best
+        evals = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").read_text().splitlines()]
+        evals = [e for e in evals if e["kind"] == "eval"]
+        records.append({"stage": stage.name, "steps": steps, "checkpoint": str(start),
+                        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+                        config.metric: result["best"][0] if result["best"] else None})
+    show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    table = (f"| stage | steps | held-out loss | {config.metric} | checkpoint |\n|---|---|---|---|---|\n"
+             + "".join(f"| {r['stage']} | {r['steps']} | {show(r['eval_loss'])} | {show(r[config.metric])} | "
+                       f"{r['checkpoint']} |\n" for r in records))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "stages.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))
+    atomic_write(out / "stages.md", lambda p: p.write_text(table))
+    print(table, end="")
+    return {"stages": records, "best": (records[-1][config.metric], records[-1]["checkpoint"]) if records else None,
+            "final": str(start)}
+
+
+def _merged(adapter: Path, target: Path, base: str) -> Path:
+    """A full model folder from a LoRA checkpoint: the adapter merged into its base, with the tokenizer."""
+    from slm.finetune.lora import load_adapter, merge_lora
+
+    model = merge_lora(load_adapter(load_pretrained(base), adapter))
+    save_pretrained(model, target)
+    JapaneseTokenizer.load(adapter / "tokenizer").save(target / "tokenizer")
+    (target / CHAT_MARKER).write_text((adapter / CHAT_MARKER).read_text())
+    return target

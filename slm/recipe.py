@@ -1,0 +1,169 @@
+"""Published clinical-adaptation recipes, one config each (configs/recipes/): continued pretraining,
+(staged) instruction tuning, then evaluation of the starting and the final model, each step optional.
+
+    python -m slm.recipe --config configs/recipes/004-staged-lora-medqa.yaml --base /models/llama-2-7b-chat
+    python -m slm.recipe --config ... --finetune.optim.lr 1e-4          # any field, dotted
+
+`pretrain` is a TrainConfig and `finetune` a FinetuneConfig (stages allowed), written without
+`out` and `init_from`: the recipe chains them (base -> pretrain -> finetune) under its own `out`.
+The evaluation table sets the base model beside the result, benchmark by benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from slm.checkpoint import atomic_write
+from slm.config import Config, ConfigError
+
+BENCHMARKS = ("perplexity", "medqa", "medmcqa", "pubmedqa", "mmlu", "qa", "igakuqa", "jmed-llm")
+
+
+@dataclasses.dataclass
+class EvalStep(Config):
+    """One evaluation: a benchmark, its files, and how the model is asked (see evaluate.py)."""
+
+    benchmark: Literal["perplexity", "medqa", "medmcqa", "pubmedqa", "mmlu", "qa", "igakuqa", "jmed-llm"] = "perplexity"
+    data: list[str] = dataclasses.field(default_factory=list)
+    train: list[str] = dataclasses.field(default_factory=list)  # few-shot examples (multiple choice)
+    shots: int = 0
+    selection: Literal["fixed", "knn"] = "fixed"
+    cot: bool = False
+    samples: int = 1  # self-consistency
+    temperature: float = 0.7
+    method: Literal["generate", "loglik"] = "generate"
+    max_new_tokens: int | None = None
+    unit: Literal["words", "chars"] = "words"  # free-text metrics: chars for Japanese
+    repetition_penalty: float = 1.0
+    mode: Literal["upstream", "corrected"] = "upstream"  # JMED-LLM scoring
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError(f"evaluation {self.benchmark!r} needs data files")
+
+
+@dataclasses.dataclass
+class RecipeConfig(Config):
+    name: str = ""
+    reference: str = ""  # where the recipe's hyperparameters come from
+    out: str = ""
+    base: str = ""  # the local model folder it starts from (ours or transformers')
+    pretrain: dict | None = None  # TrainConfig fields, without out and init_from
+    finetune: dict | None = None  # FinetuneConfig fields, without out and init_from
+    evaluate: list[EvalStep] = dataclasses.field(default_factory=list)
+    evaluate_base: bool = True  # also evaluate the starting model, for the before/after table
+
+    def validate(self) -> None:
+        if not self.name or not self.out or not self.base:
+            raise ConfigError("a recipe needs name, out and base (the local model folder it starts from)")
+        self.pretrain_config(), self.finetune_config(self.base)  # field errors now, not after hours of training
+
+    def pretrain_config(self):
+        from slm.train.config import TrainConfig
+
+        if self.pretrain is None:
+            return None
+        return TrainConfig.from_dict({**self.pretrain, "out": str(Path(self.out) / "pretrain"), "init_from": self.base},
+                                     source=f"recipe {self.name}: pretrain")
+
+    def finetune_config(self, start: str):
+        from slm.finetune.trainer import FinetuneConfig
+
+        if self.finetune is None:
+            return None
+        return FinetuneConfig.from_dict({**self.finetune, "out": str(Path(self.out) / "finetune"), "init_from": start},
+                                        source=f"recipe {self.name}: finetune")
+
+
+def evaluate_model(lm, step: EvalStep, out: Path) -> dict[str, float]:
+    """The headline numbers of one evaluation step (its files go to `out`)."""
+    from slm.data.readers import ReadErrors, SourceConfig, read_documents
+    from slm.eval import benchmarks
+
+    if step.benchmark == "perplexity":
+        docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=step.data), ReadErrors())]
+        return benchmarks.run_perplexity(lm, docs, out, echo=False, progress=False)
+    if step.benchmark == "qa":
+        return benchmarks.run_qa(lm, step.data, out, step.unit, step.max_new_tokens or 256, step.repetition_penalty,
+                                 echo=False)
+    if step.benchmark == "igakuqa":
+        return benchmarks.run_igakuqa(lm, step.data[0], out, step.method, step.shots, max_new_tokens=step.max_new_tokens or 32,
+                                      progress=False, echo=False)
+    if step.benchmark == "jmed-llm":
+        return benchmarks.run_jmed_llm(lm, step.data[0], out, method=step.method, mode=step.mode,
+                                       max_new_tokens=step.max_new_tokens or 512, progress=False, echo=False)
+    return benchmarks.run_mcqa(lm, step.benchmark, step.data, out, step.train, step.shots, step.selection, step.cot,
+                               step.samples, step.temperature, step.method, step.max_new_tokens, progress=False, echo=False)
+
+
+def run(config: RecipeConfig, device: str = "cpu") -> dict:
+    """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`."""
+    from slm.finetune.trainer import finetune
+    from slm.lm import load_lm
+    from slm.train.state import latest_checkpoint
+    from slm.train.trainer import train
+
+    out = Path(config.out)
+    models = {"base": config.base} if config.evaluate_base else {}
+    current = config.base
+    if config.pretrain is not None:
+        pretrain = config.pretrain_config()
+        train(pretrain)
+        current = str(latest_checkpoint(Path(pretrain.out) / "checkpoints"))
+        models["pretrained"] = current
+    if config.finetune is not None:
+        tuning = config.finetune_config(current)
+        result = finetune(tuning)
+        if "final" in result:  # staged: the last stage's result
+            current = result["final"]
+        else:  # the checkpoint judged best by its answers (a LoRA one is put on its base when loaded)
+            checkpoints = Path(tuning.out) / "checkpoints"
+            current = str(checkpoints / result["best"][1] if result["best"] else latest_checkpoint(checkpoints))
+        models["finetuned"] = current
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for label, path in models.items():
+        lm = load_lm(path, device=device)
+        for n, step in enumerate(config.evaluate):
+            name = f"{n + 1}-{step.benchmark}"
+            results.setdefault(name, {})[label] = evaluate_model(lm, step, out / "eval" / label / name)
+    table = _table(results, list(models))
+    atomic_write(out / "results.json", lambda p: p.write_text(json.dumps({"recipe": config.name, "models": models,
+                                                                          "results": results}, indent=2) + "\n"))
+    atomic_write(out / "table.md", lambda p: p.write_text(table))
+    print(f"recipe {config.name}\n{table}", end="")
+    return {"models": models, "results": results}
+
+
+def _table(results: dict[str, dict[str, dict[str, float]]], labels: list[str]) -> str:
+    lines = ["| evaluation | metric | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for name, by_model in results.items():
+        metrics = next(iter(by_model.values()))
+        for metric in metrics:
+            cells = [f"{by_model[label][metric]:.4g}" if label in by_model else "" for label in labels]
+            lines.append(f"| {name} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/recipes/*.yaml")
+    p.add_argument("--base", help="the local model folder to start from (overrides the config's base)")
+    p.add_argument("--device", default="cpu", help="evaluation device (training follows the trainer's)")
+    args, overrides = p.parse_known_args(argv)
+    if args.base:
+        overrides += ["--base", args.base]
+    try:
+        run(RecipeConfig.load(args.config, overrides), args.device)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -94,3 +94,21 @@ def load_pretrained(directory: str | Path, device=None, dtype=None) -> SLM:
     config = ModelConfig.load(directory / CONFIG_NAME)
     tensors = load_file(directory / WEIGHTS_NAME, device=str(device) if device is not None else "cpu")
     return build_model(config, tensors, str(directory / WEIGHTS_NAME), device=device, dtype=dtype)
+
+
+def load_model_folder(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
+    """Ours (config.json with d_model) or a transformers Llama/Mistral/Arcee/Gemma/Qwen2 folder
+    (config.json with model_type), as an SLM; `overrides` change config fields (e.g. dropout)."""
+    import json
+
+    directory = Path(directory)
+    if "model_type" in json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")):
+        from slm import hf
+
+        return hf.load(directory, device=device, dtype=dtype, **overrides)
+    model = load_pretrained(directory, device=device, dtype=dtype)
+    if overrides:  # the same weights under a changed config (dropout, attention backend, ...)
+        changed = SLM(model.config.replace(**overrides)).to(device=device, dtype=next(model.parameters()).dtype)
+        changed.load_state_dict(model.state_dict())
+        model = changed
+    return model

@@ -39,9 +39,10 @@ from typing import Protocol, Union
 import numpy as np
 import torch
 
+from slm.checkpoint import load_model_folder
 from slm.generate import left_pad
 from slm.model import SLM
-from tokenizer import JapaneseTokenizer
+from tokenizer.hf import load_tokenizer
 
 Prompt = Union[str, list[dict]]
 CHAT_MARKER = "chat.json"  # written into instruction-tuned checkpoints (slm.finetune): they answer in the chat format
@@ -269,11 +270,11 @@ class SLMAdapter(_TorchLM):
         model_dir = Path(model_dir)
         self.name = model_dir.resolve().name
         if (model_dir / ADAPTER_CONFIG).is_file():
-            base_model = SLM.from_pretrained(base or _lora_base(model_dir), dtype=torch.float32)
+            base_model = load_model_folder(base or _lora_base(model_dir), dtype=torch.float32)
             self.model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
         else:
             self.model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
-        self.tokenizer = JapaneseTokenizer.load(model_dir / "tokenizer")
+        self.tokenizer = load_tokenizer(model_dir / "tokenizer")  # ours, or the transformers one it was tuned with
         self.device = torch.device(device)
         self.dim = self.model.config.d_model
         self.max_length = max_length or self.model.config.max_seq_len
@@ -295,7 +296,8 @@ class SLMAdapter(_TorchLM):
         return self.tokenizer.encode(text, add_bos=True, add_eos=True)
 
     def _generate_batch(self, ids, max_new_tokens, sampling, seed, stop_at_newline):
-        eos = [self.tokenizer.eos_id] + ([self.tokenizer.newline_id] if stop_at_newline else [])
+        newline = self.tokenizer.newline_id if stop_at_newline else None
+        eos = [self.tokenizer.eos_id] + ([newline] if newline is not None else [])
         out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=sampling["temperature"] > 0, seed=seed,
                                   eos_token_id=eos, pad_token_id=self.pad_id, **sampling)
         new = out[:, max(map(len, ids)) :]

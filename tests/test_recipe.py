@@ -41,7 +41,7 @@ def fixtures(tmp_path_factory):
             "perplexity": [str(d / "heldout.txt")], "chat": [str(d / "chat.jsonl")]}
 
 
-def tiny(recipe: dict, base, data_dir, fixtures, out) -> dict:
+def tiny(recipe: dict, base, data_dir, fixtures, out, seq_len: int = 192) -> dict:
     """The same recipe, small: paths to the fixtures, a few steps, short generations."""
     recipe = {**recipe, "base": str(base), "out": str(out)}
     small = {"seq_len": 32, "micro_batch": 2, "global_batch": 2, "steps": 2, "checkpoint": {"every": 2, "keep_last": 1}}
@@ -49,7 +49,7 @@ def tiny(recipe: dict, base, data_dir, fixtures, out) -> dict:
         recipe["pretrain"] = {**recipe["pretrain"], **small, "data": str(data_dir), "mixture": {"weights": {"clinical": 1.0}},
                               "eval": {"every": 0, "batches": 1, "mixture": {"weights": {"heldout": 1.0}}}}
     if recipe.get("finetune"):
-        ft = {**recipe["finetune"], **small, "seq_len": 192, "train_files": fixtures["chat"], "eval_files": fixtures["chat"],
+        ft = {**recipe["finetune"], **small, "seq_len": seq_len, "train_files": fixtures["chat"], "eval_files": fixtures["chat"],
               "eval_max_new_tokens": 4}
         if ft.get("stages"):
             ft["train_files"] = []
@@ -95,3 +95,14 @@ def test_staged_recipe_trains_on_the_answers(slm_dir, data_dir, fixtures, tmp_pa
     run(RecipeConfig.from_dict(tiny(published, slm_dir, data_dir, fixtures, tmp_path / "out")))
     stages = [json.loads(line) for line in (tmp_path / "out" / "finetune" / "stages.jsonl").read_text().splitlines()]
     assert len(stages) == 3 and all(s["eval_loss"] > 0 for s in stages)  # the answers fit in the rows: there is a loss
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in RECIPES if "pretrain" not in yaml.safe_load(p.read_text())],
+                         ids=lambda p: p.stem)
+def test_fine_tuning_recipes_run_on_an_open_model_with_its_own_tokenizer(path, hf_dir, data_dir, fixtures, tmp_path):
+    """The recipes' base models are transformers folders (Llama): a tiny one, its byte-level tokenizer."""
+    published = yaml.safe_load(path.read_text())
+    result = run(RecipeConfig.from_dict(tiny(published, hf_dir, data_dir, fixtures, tmp_path / "out", seq_len=512)))
+    assert list(result["models"]) == ["base", "finetuned"]
+    assert (tmp_path / "out" / "table.md").is_file()

@@ -40,8 +40,9 @@ from slm.data.filters import FilterConfig, build_filters
 from slm.lm import load_lm
 from slm.data.quality import QualityConfig, QualityFilter, train_quality_classifier
 from slm.data.readers import ReadErrors, SourceConfig, read_documents
-from slm.data.shards import (DOCS_SUFFIX, shard_complete, shard_stem, token_dtype, write_manifest, write_shard)
-from tokenizer import JapaneseTokenizer
+from slm.data.shards import (DOCS_SUFFIX, TOKENS_FILE, shard_complete, shard_stem, token_dtype, write_manifest,
+                             write_shard)
+from tokenizer.hf import load_tokenizer
 from tokenizer.clean import CleanConfig, clean
 from tokenizer.corpus import CorpusError, batched
 
@@ -49,7 +50,7 @@ from tokenizer.corpus import CorpusError, batched
 @dataclasses.dataclass
 class DataConfig(Config):
     out: str = "runs/data"
-    tokenizer: str = ""  # a tokenizer folder (python -m tokenizer.train)
+    tokenizer: str = ""  # a tokenizer folder (python -m tokenizer.train), or a transformers model's folder
     sources: list[SourceConfig] = dataclasses.field(default_factory=list)
     clean: dict = dataclasses.field(default_factory=dict)  # tokenizer.clean.CleanConfig fields
     filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
@@ -81,12 +82,12 @@ class DataConfig(Config):
 
 # ---------------------------------------------------------------- tokenizer workers
 
-_worker_tok: JapaneseTokenizer | None = None
+_worker_tok = None  # the worker's tokenizer (ours or a transformers one)
 
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _worker_tok
-    _worker_tok = JapaneseTokenizer.load(tokenizer_dir)
+    _worker_tok = load_tokenizer(tokenizer_dir)
 
 
 def _tokenize_shard(stem: str, texts: list[str], dtype: str) -> int:
@@ -206,7 +207,7 @@ def _check_resumable(out: Path, resolved: dict) -> None:
 
 def _tokenizer_digest(directory: Path) -> str:
     digest = hashlib.sha256()
-    for name in ("tokenizer.model", "tokenizer.json", "user.dic"):
+    for name in ("tokenizer.model", "tokenizer.json", "user.dic", "tokenizer_config.json"):
         if (directory / name).is_file():
             digest.update((directory / name).read_bytes())
     return digest.hexdigest()
@@ -223,8 +224,11 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
     for stale in out.glob("*/.shard-*.tmp-*"):  # half-written files of an interrupted run
         stale.unlink()
 
-    tok = JapaneseTokenizer.load(config.tokenizer)
+    tok = load_tokenizer(config.tokenizer)
     tok.save(out / "tokenizer")
+    # What training needs of the tokenizer, readable without it (slm.train imports no tokenizer stack).
+    tokens = {"vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id}
+    (out / TOKENS_FILE).write_text(json.dumps(tokens) + "\n")
     # The corpus is cleaned with the tokenizer's own settings unless the data config says otherwise.
     clean_config = CleanConfig.from_dict(config.clean) if config.clean else tok.clean_config
     quality = build_quality_stage(config, out, clean_config, progress) if config.quality.enabled else None

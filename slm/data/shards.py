@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 TOKENS_SUFFIX, DOCS_SUFFIX, MANIFEST = ".tokens.npy", ".docs.npy", "manifest.json"
+TOKENS_FILE = "tokens.json"  # a prepared folder's vocabulary size and special ids (read by training)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -49,7 +49,7 @@ def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = F
     evaluation); the conversation must then end with a user turn.
     """
     check_messages(messages)
-    ids, labels = [tokenizer.bos_id], [IGNORE]
+    ids, labels = ([tokenizer.bos_id], [IGNORE]) if tokenizer.bos_id is not None else ([], [])  # Qwen2 has no bos
     for m in messages:
         role_id = tokenizer.token_id(ROLES[m["role"]])
         text = tokenizer.encode(m["content"])

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from slm.checkpoint import atomic_write, load_pretrained, save_pretrained
+from slm.checkpoint import atomic_write, load_model_folder, save_pretrained
 from slm.config import Config, ConfigError
 from slm.data.readers import ReadErrors
 from slm.finetune.chat import encode_chat, ensure_chat_tokens, render
@@ -32,7 +32,7 @@ from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
 from slm.train.state import latest_checkpoint
 from slm.train.trainer import Trainer, run_to_end
-from tokenizer import JapaneseTokenizer
+from tokenizer.hf import load_tokenizer, model_tokenizer_dir
 
 
 @dataclasses.dataclass
@@ -135,7 +135,7 @@ def score(prediction: str, reference: str, metric: str) -> float:
 
 
 @torch.no_grad()
-def answer(model, tok: JapaneseTokenizer, conversations: list[list[dict]], max_new_tokens: int,
+def answer(model, tok, conversations: list[list[dict]], max_new_tokens: int,
            batch_size: int = 16) -> list[str]:
     """Greedy answers to each conversation's last user turn (its reference answer left out)."""
     answers = []
@@ -159,8 +159,8 @@ class FinetuneTrainer(Trainer):
     def setup(self) -> None:
         config = self.config
         base = Path(config.init_from)
-        self.tok = JapaneseTokenizer.load(base / "tokenizer")
-        self.model = load_pretrained(base).float()
+        self.tok = load_tokenizer(model_tokenizer_dir(base))  # ours, or a transformers model's own
+        self.model = load_model_folder(base).float()
         if config.model_overrides:
             raise ConfigError("FinetuneConfig.model_overrides is not supported; change the base model instead")
         self.added_tokens = ensure_chat_tokens(self.tok, self.model)  # the report's 32768 -> 32771 path
@@ -298,8 +298,8 @@ def _merged(adapter: Path, target: Path, base: str) -> Path:
     """A full model folder from a LoRA checkpoint: the adapter merged into its base, with the tokenizer."""
     from slm.finetune.lora import load_adapter, merge_lora
 
-    model = merge_lora(load_adapter(load_pretrained(base), adapter))
+    model = merge_lora(load_adapter(load_model_folder(base), adapter))
     save_pretrained(model, target)
-    JapaneseTokenizer.load(adapter / "tokenizer").save(target / "tokenizer")
+    load_tokenizer(adapter / "tokenizer").save(target / "tokenizer")
     (target / CHAT_MARKER).write_text((adapter / CHAT_MARKER).read_text())
     return target

@@ -25,9 +25,10 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from slm.checkpoint import load_pretrained, save_pretrained
+from slm.checkpoint import load_model_folder, load_pretrained, save_pretrained
 from slm.config import ConfigError, ModelConfig
 from slm.data.loader import PackedLoader
+from slm.data.shards import TOKENS_FILE
 from slm.model import SLM
 from slm.train import state as ckpt
 from slm.train.config import TrainConfig
@@ -71,17 +72,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> SLM:
         source = Path(config.init_from)
         if not (source / "config.json").is_file():
             raise ConfigError(f"TrainConfig.init_from: {source} has no config.json")
-        if "model_type" in json.loads((source / "config.json").read_text()):
-            from slm import hf
-
-            model = hf.load(source, **config.model_overrides)
-        else:
-            model = load_pretrained(source)
-            if config.model_overrides:
-                overridden = SLM(model.config.replace(**config.model_overrides))
-                overridden.load_state_dict(model.state_dict())
-                model = overridden
-        model = model.float()
+        model = load_model_folder(source, **config.model_overrides).float()
     else:  # a new model takes its vocabulary from the tokenizer the data was prepared with
         model = SLM(ModelConfig.resolve(config.model).replace(**{"vocab_size": vocab_size, **config.model_overrides}))
     if model.config.vocab_size != vocab_size:
@@ -92,13 +83,14 @@ def build_model(config: TrainConfig, vocab_size: int) -> SLM:
     return model
 
 
-def _data_vocab(data: Path) -> tuple[int, dict]:
-    settings = data / "tokenizer" / "tokenizer.json"
-    if not settings.is_file():
-        raise ConfigError(f"TrainConfig.data: {data} is not a prepared data folder (no tokenizer/tokenizer.json)")
-    # Read from the file, not through JapaneseTokenizer: slm.train imports without the MeCab stack.
-    tok = json.loads(settings.read_text(encoding="utf-8"))
-    return tok["training"]["vocab_size"] + len(tok.get("added_tokens", [])), tok["special_tokens"]
+def _data_tokens(data: Path) -> dict:
+    """{"vocab_size", "bos_id", "eos_id", "pad_id"} of the tokenizer the data was prepared with, read
+    from the file prepare writes, not through the tokenizer: slm.train imports without its stack."""
+    path = data / TOKENS_FILE
+    if not path.is_file():
+        raise ConfigError(f"TrainConfig.data: {data} is not a prepared data folder (no {TOKENS_FILE}; "
+                          "python -m slm.data.prepare writes it)")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class Trainer:
@@ -134,14 +126,13 @@ class Trainer:
         """The loader, the model and the tokenizer folder that goes into checkpoints."""
         config = self.config
         data = Path(config.data)
-        vocab, specials = _data_vocab(data)
+        tokens = _data_tokens(data)
         self.tokenizer_dir = data / "tokenizer"
         self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
                                    config.seed, config.mixture)
-        self.model = build_model(config, vocab)
-        self.model.config = self.model.config.replace(bos_token_id=specials["<begin_of_text>"],
-                                                      eos_token_id=specials["<end_of_text>"],
-                                                      pad_token_id=specials["<end_of_text>"])
+        self.model = build_model(config, tokens["vocab_size"])
+        self.model.config = self.model.config.replace(bos_token_id=tokens["bos_id"], eos_token_id=tokens["eos_id"],
+                                                      pad_token_id=tokens["pad_id"])
 
     def param_groups(self) -> list[dict]:
         return param_groups(self.model, self.config.optim.weight_decay)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slm.model import SLM, Attention, apply_rope
+from slm.model import SLM, Attention
 
 _CJK_FONTS = ("IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "VL Gothic",
               "Hiragino Sans", "Yu Gothic", "MS Gothic")
@@ -145,14 +145,16 @@ def attention_weights(model: SLM, input_ids: torch.Tensor, doc_ids: torch.Tensor
     """
     captured: list[torch.Tensor] = []
     B, T = input_ids.shape
-    mask, is_causal = model._mask(B, T, 0, attention_mask, doc_ids, input_ids.device)  # boolean, whatever the kernel
+    config = model.config
+    masks = {window: model._mask(B, T, 0, attention_mask, doc_ids, input_ids.device, window)  # boolean, whatever the kernel
+             for window in {None, config.sliding_window if config.sliding_layers else None}}
 
     def hook(attn: Attention, args):
         x, cos, sin = args[:3]
-        q = apply_rope(attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2), cos, sin)
+        mask, is_causal = masks[config.sliding_window if attn.layer in config.sliding_layers else None]
+        q, k = attn.queries_keys(x, cos, sin)
         k = k.repeat_interleave(attn.n_heads // attn.n_kv_heads, dim=1)
-        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(attn.head_dim)
+        scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
         allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() if is_causal else mask
         if allowed is not None:
             scores = scores.masked_fill(~allowed, -math.inf)

@@ -203,6 +203,12 @@ class ModelConfig(Config):
     # Switches for imported model families (slm.hf); the report's model uses neither.
     norm_unit_offset: bool = False  # Gemma: RMSNorm scales by (1 + weight)
     qkv_bias: bool = False  # Qwen2: biases on the q, k and v projections
+    qk_norm: bool = False  # Gemma 3: RMSNorm over each head of q and k, before RoPE
+    sandwich_norm: bool = False  # Gemma 3: also a norm on the attention and MLP outputs, before the residual add
+    attn_scale: float | None = None  # softmax scale; None: 1/sqrt(head_dim) (Gemma 3: query_pre_attn_scalar^-0.5)
+    sliding_window: int | None = None  # local attention span of the layers in sliding_layers (Gemma 3: 512)
+    sliding_layers: list[int] = dataclasses.field(default_factory=list)
+    rope_local_theta: float | None = None  # RoPE base of the sliding layers (Gemma 3: 10000; global 1e6)
     tie_embeddings: bool = False  # the report's LM head is untied
     init_std: float | None = None  # None: sqrt(2 / (5 d_model)), the report's init
     # Attention kernel: "auto" uses flash-attn 2 on CUDA in bf16/fp16 when it is installed (plain
@@ -235,6 +241,10 @@ class ModelConfig(Config):
             raise ConfigError(f"ModelConfig.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.dim_head % 2:
             raise ConfigError(f"ModelConfig.head_dim={self.dim_head} must be even for rotary embeddings")
+        if self.sliding_layers and not self.sliding_window:
+            raise ConfigError("ModelConfig.sliding_layers needs a sliding_window")
+        if any(not 0 <= i < self.n_layers for i in self.sliding_layers):
+            raise ConfigError(f"ModelConfig.sliding_layers {self.sliding_layers} must be layer indices below {self.n_layers}")
         if self.ce_chunk_size < 0:
             raise ConfigError(f"ModelConfig.ce_chunk_size must be 0 (off) or positive, got {self.ce_chunk_size}")
         for name in ("attn_dropout", "resid_dropout"):

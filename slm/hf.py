@@ -11,11 +11,11 @@ in training, so inference is identical.
 Import reads local folders only (config.json + safetensors, sharded or not):
 Llama, Mistral and Arcee model types, including Llama-3 rope scaling and tied
 embeddings; Gemma (GELU-tanh gated MLP, RMSNorm with (1 + weight), scaled and
-tied embeddings) and Qwen2 (q/k/v biases) through the model's config switches.
-That is how clinical continued-pretraining work starts from an open model.
-Export writes the matching architecture back. Nothing is downloaded. Gemma 2 and
-3 (sandwich norms, q/k norms, logit soft-capping, alternating sliding windows)
-are not supported and say so.
+tied embeddings), Gemma 3 text models (also q/k norms, sandwich norms, a softmax
+scale, sliding-window layers with their own RoPE base) and Qwen2 (q/k/v biases)
+through the model's config switches. That is how clinical continued-pretraining
+work starts from an open model. Export writes the matching architecture back.
+Nothing is downloaded. Gemma 2's logit soft-capping is not supported and says so.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from slm.model import SLM
 # Our activation names <-> transformers' ACT2FN names.
 _ACT_TO_HF = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu2": "relu2"}
 _ACT_FROM_HF = {**{v: k for k, v in _ACT_TO_HF.items()}, "swish": "silu"}
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee", "gemma", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "arcee", "gemma", "gemma3_text", "qwen2")
 
 # Our parameter names <-> transformers' (Llama layout); {} is the layer index and the
 # rest of each name (q_proj.weight, ...) is shared.
@@ -50,8 +50,22 @@ _NAMES = [
 ]
 
 
-def _rename(name: str, to_hf: bool) -> str:
-    for ours, theirs in _NAMES:
+# Gemma 3 names its four norms per layer differently: its post_attention_layernorm is the norm of
+# the attention output (the sandwich), and pre_feedforward_layernorm is Llama's post_attention one.
+_SANDWICH_NAMES = [
+    ("embed.", "model.embed_tokens."),
+    ("norm.", "model.norm."),
+    ("layers.{}.attn_norm.", "model.layers.{}.input_layernorm."),
+    ("layers.{}.post_attn_norm.", "model.layers.{}.post_attention_layernorm."),
+    ("layers.{}.mlp_norm.", "model.layers.{}.pre_feedforward_layernorm."),
+    ("layers.{}.post_mlp_norm.", "model.layers.{}.post_feedforward_layernorm."),
+    ("layers.{}.attn.", "model.layers.{}.self_attn."),
+    ("layers.{}.mlp.", "model.layers.{}.mlp."),
+]
+
+
+def _rename(name: str, to_hf: bool, sandwich: bool = False) -> str:
+    for ours, theirs in _SANDWICH_NAMES if sandwich else _NAMES:
         src, dst = (ours, theirs) if to_hf else (theirs, ours)
         m = re.match(re.escape(src).replace(r"\{\}", r"(\d+)"), name)
         if m:
@@ -61,6 +75,12 @@ def _rename(name: str, to_hf: bool) -> str:
 
 def _architecture(config: ModelConfig) -> tuple[str, str]:
     """The transformers architecture that computes what this config computes."""
+    if config.sandwich_norm or config.qk_norm or config.sliding_layers:
+        if not (config.sandwich_norm and config.qk_norm and config.norm_unit_offset and config.mlp_gated
+                and config.mlp_act == "gelu_tanh" and config.scale_embeddings and not config.qkv_bias):
+            raise ConfigError("sandwich norms, q/k norms or sliding layers export as Gemma 3, which needs all of "
+                              "them with (1 + weight) norms, a gated gelu_tanh MLP and scaled embeddings")
+        return "Gemma3ForCausalLM", "gemma3_text"
     if config.norm_unit_offset:
         if not (config.mlp_gated and config.mlp_act == "gelu_tanh" and config.scale_embeddings and not config.qkv_bias):
             raise ConfigError("(1 + weight) norms export as Gemma, which needs a gated gelu_tanh MLP, scaled embeddings "
@@ -103,9 +123,10 @@ def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
         "attention_bias": False,
         "mlp_bias": False,
         "attention_dropout": config.attn_dropout,
+        **(_gemma3_fields(config) if model_type == "gemma3_text" else {}),
         "initializer_range": config.std,
         # A scaled embedding cannot be shared with the head once the scale is folded in (Gemma scales itself).
-        "tie_word_embeddings": config.tie_embeddings and (model_type == "gemma" or not config.scale_embeddings),
+        "tie_word_embeddings": config.tie_embeddings and (model_type.startswith("gemma") or not config.scale_embeddings),
         "use_sliding_window": False,
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
@@ -115,6 +136,21 @@ def hf_config(config: ModelConfig, dtype: torch.dtype) -> dict:
     }
 
 
+def _gemma3_fields(config: ModelConfig) -> dict:
+    """Gemma 3's per-layer attention: which layers slide, their window and RoPE bases, the softmax scale."""
+    scalar = (config.attn_scale or config.dim_head**-0.5) ** -2  # transformers stores it as an integer
+    if abs(scalar - round(scalar)) > 1e-6 * scalar:
+        raise ConfigError(f"attn_scale={config.attn_scale} is not 1/sqrt of an integer: Gemma 3 cannot express it")
+    global_rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    local_rope = {"rope_type": "default", "rope_theta": config.rope_local_theta or config.rope_theta}
+    return {"layer_types": ["sliding_attention" if i in config.sliding_layers else "full_attention"
+                            for i in range(config.n_layers)],
+            "sliding_window": config.sliding_window,
+            "query_pre_attn_scalar": round(scalar),
+            "rope_parameters": {"full_attention": global_rope, "sliding_attention": local_rope},
+            "final_logit_softcapping": None, "attn_logit_softcapping": None}
+
+
 def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it."""
     config = model.config
@@ -122,12 +158,13 @@ def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) 
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     out_dtype = tensors["embed.weight"].dtype
-    if config.scale_embeddings and _architecture(config)[1] != "gemma":  # Gemma scales its embedding itself
+    family = _architecture(config)[1]
+    if config.scale_embeddings and not family.startswith("gemma"):  # Gemma scales its embedding itself
         if config.tie_embeddings:
             tensors["lm_head.weight"] = tensors["embed.weight"]
         # The same multiplication the forward pass does, so logits stay bit-identical.
         tensors["embed.weight"] = tensors["embed.weight"] * math.sqrt(config.d_model)
-    hf_tensors = {_rename(k, to_hf=True): v.contiguous() for k, v in tensors.items()}
+    hf_tensors = {_rename(k, to_hf=True, sandwich=config.sandwich_norm): v.contiguous() for k, v in tensors.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / "model.safetensors", lambda p: save_file(hf_tensors, p, metadata={"format": "pt"}))
@@ -157,17 +194,32 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
     for key in ("attention_bias", "mlp_bias"):
         if hf.get(key):
             raise ConfigError(f"{source}: {key}=true, but SLM has biases on q/k/v only (Qwen2)")
-    gemma, qwen2 = model_type == "gemma", model_type == "qwen2"
+    gemma3 = model_type == "gemma3_text"
+    gemma, qwen2 = model_type == "gemma" or gemma3, model_type == "qwen2"
     act = (hf.get("hidden_activation") if gemma else None) or hf.get("hidden_act", "silu")
+    if gemma3:
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if hf.get(key) is not None:
+                raise ConfigError(f"{source}: {key}={hf[key]} (logit soft-capping, Gemma 2) is not supported")
+        if hf.get("use_bidirectional_attention"):
+            raise ConfigError(f"{source}: use_bidirectional_attention (an encoder) is not supported")
     if act not in _ACT_FROM_HF:
         raise ConfigError(f"{source}: hidden_act {act!r} is not supported; supported: {sorted(_ACT_FROM_HF)}")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    local_rope = None
+    if gemma3:  # a RoPE per layer type: the global layers' is the model's, the sliding layers' apart
+        local_rope = rope.get("sliding_attention") or {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
+        rope = rope.get("full_attention") or {"rope_theta": hf.get("rope_theta", 1000000.0)}
+        if local_rope.get("rope_type", "default") != "default":
+            raise ConfigError(f"{source}: sliding layers' rope type {local_rope['rope_type']!r} is not supported")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
         raise ConfigError(f"{source}: rope type {rope_type!r} is not supported; supported: ['default', 'llama3']")
     max_len = hf.get("max_position_embeddings", 2048)
     window = hf.get("sliding_window") if not qwen2 or hf.get("use_sliding_window") else None
-    if window is not None and window < max_len:
+    layer_types = hf.get("layer_types") or []
+    sliding_layers = [i for i, t in enumerate(layer_types) if t == "sliding_attention"] if gemma3 else []
+    if not gemma3 and window is not None and window < max_len:
         # Within one window, sliding-window attention is ordinary causal attention.
         warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}",
                       stacklevel=2)
@@ -193,6 +245,12 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
         scale_embeddings=gemma,  # Gemma multiplies its embedding by sqrt(hidden_size)
         norm_unit_offset=gemma,
         qkv_bias=qwen2,
+        qk_norm=gemma3,
+        sandwich_norm=gemma3,
+        attn_scale=hf["query_pre_attn_scalar"] ** -0.5 if gemma3 else None,
+        sliding_window=window if sliding_layers else None,
+        sliding_layers=sliding_layers,
+        rope_local_theta=local_rope["rope_theta"] if local_rope else None,
         tie_embeddings=hf.get("tie_word_embeddings", gemma),
         bos_token_id=hf.get("bos_token_id"),
         eos_token_id=hf.get("eos_token_id"),
@@ -218,5 +276,5 @@ def load(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
             continue  # a buffer some older checkpoints saved; recomputed from the config
         if name == "lm_head.weight" and config.tie_embeddings:
             continue  # some tied checkpoints still store the head; the embedding is used
-        tensors[_rename(name, to_hf=False)] = t
+        tensors[_rename(name, to_hf=False, sandwich=config.sandwich_norm)] = t
     return build_model(config, tensors, str(directory), device=device, dtype=dtype)

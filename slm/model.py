@@ -7,7 +7,8 @@ No biases. Every weight's initialisation lives in `SLM.init_weights`.
 
 Other open model families are config switches on the same code, for import (slm.hf):
 Llama/Mistral (gated SiLU MLP, no embedding scale), Gemma (gated GELU-tanh MLP, RMSNorm
-with (1 + weight), scaled and tied embeddings), Qwen2 (q/k/v biases).
+with (1 + weight), scaled and tied embeddings), Gemma 3 (also q/k norms, sandwich norms,
+a softmax scale, sliding-window layers with their own RoPE base), Qwen2 (q/k/v biases).
 
 The model holds no parallelism, no checkpoint I/O and no data logic: DDP,
 DeepSpeed, torch.compile, activation checkpointing and saving wrap it from
@@ -58,16 +59,18 @@ class RMSNorm(nn.Module):
 # ---------------------------------------------------------------- rotary embedding
 
 
-def rope_inv_freq(config: ModelConfig, device: torch.device | None = None) -> torch.Tensor:
+def rope_inv_freq(config: ModelConfig, device: torch.device | None = None, local: bool = False) -> torch.Tensor:
     """Inverse frequencies theta^(-2i/d); with Llama-3 scaling when the config asks for it.
+    `local`: the sliding layers' own base (Gemma 3's rope_local_theta), unscaled.
 
     Computed on the fly rather than stored as a buffer, so `model.to(bfloat16)`
     can never round them.
     """
     hd = config.dim_head
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float, device=device) / hd))
+    theta = config.rope_local_theta if local else config.rope_theta
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float, device=device) / hd))
     rs = config.rope_scaling
-    if rs is None:
+    if rs is None or local:
         return inv_freq
     # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between.
     factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
@@ -80,9 +83,9 @@ def rope_inv_freq(config: ModelConfig, device: torch.device | None = None) -> to
     return torch.where(is_medium, blended, scaled)
 
 
-def rope_cos_sin(config: ModelConfig, position_ids: torch.Tensor, dtype: torch.dtype):
+def rope_cos_sin(config: ModelConfig, position_ids: torch.Tensor, dtype: torch.dtype, local: bool = False):
     """cos and sin of shape (B, 1, T, head_dim) for the given positions, computed in float32."""
-    inv_freq = rope_inv_freq(config, position_ids.device)
+    inv_freq = rope_inv_freq(config, position_ids.device, local)
     freqs = position_ids[..., None].float() * inv_freq  # (B, T, hd/2)
     emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
     return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -175,13 +178,24 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=config.qkv_bias)
         self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=config.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        # Gemma 3: each head's q and k are normalised before RoPE
+        self.q_norm = RMSNorm(self.head_dim, config.norm_eps, config.norm_unit_offset) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, config.norm_eps, config.norm_unit_offset) if config.qk_norm else None
+        self.scale = config.attn_scale if config.attn_scale is not None else self.head_dim**-0.5
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None, packed: Packed | None = None):
+    def queries_keys(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, heads, T, head_dim) queries and (B, kv_heads, T, head_dim) keys, normalised and rotated."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache: KVCache | None, packed: Packed | None = None):
+        B, T, _ = x.shape
+        q, k = self.queries_keys(x, cos, sin)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         dropout = self.config.attn_dropout if self.training else 0.0
@@ -190,24 +204,25 @@ class Attention(nn.Module):
         if flash is not None and packed is not None:  # document-masked packing: one varlen call, no mask
             y = flash.flash_attn_varlen_func(*(t.transpose(1, 2).reshape(B * T, -1, self.head_dim) for t in (q, k, v)),
                                              packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len,
-                                             dropout_p=dropout, causal=True)
+                                             dropout_p=dropout, softmax_scale=self.scale, causal=True)
             return self.o_proj(y.reshape(B, T, -1))
         if flash is not None:  # flash-attn takes (B, T, H, D) and handles GQA itself
             y = flash.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout,
-                                      causal=is_causal)
+                                      softmax_scale=self.scale, causal=is_causal)
             return self.o_proj(y.reshape(B, T, -1))
         if isinstance(mask, BlockMask):  # flex_attention: document masking without a dense (T, T) mask
             if dropout:
                 raise RuntimeError("attn_backend='flex' has no attention dropout: set attn_dropout to 0 or use 'sdpa'")
-            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=True)
+            y = flex_attention(q, k, v, block_mask=mask, scale=self.scale, enable_gqa=True)
         elif mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal, enable_gqa=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=is_causal, scale=self.scale,
+                                               enable_gqa=True)
         else:
             # With a mask, SDPA's GQA path falls back to the slow math kernel on CUDA,
             # so the KV heads are expanded to match the query heads instead.
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
     def _flash(self, q: torch.Tensor, mask, packed: Packed | None):
@@ -259,10 +274,13 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps, config.norm_unit_offset)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.resid_dropout)
+        # Gemma 3's sandwich: the attention and MLP outputs are normalised too, before the residual add
+        sandwich = lambda: RMSNorm(config.d_model, config.norm_eps, config.norm_unit_offset) if config.sandwich_norm else nn.Identity()  # noqa: E731
+        self.post_attn_norm, self.post_mlp_norm = sandwich(), sandwich()
 
     def forward(self, x, cos, sin, mask, is_causal, kv_cache, packed=None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, packed))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        x = x + self.dropout(self.post_attn_norm(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, packed)))
+        return x + self.dropout(self.post_mlp_norm(self.mlp(self.mlp_norm(x))))
 
 
 # ---------------------------------------------------------------- the model
@@ -369,10 +387,13 @@ class SLM(nn.Module):
         T = seq_len or c.max_seq_len
         return 6 * self.num_params(embeddings=False) + 12 * c.n_layers * c.n_heads * c.dim_head * T
 
-    def _mask(self, B, T, offset, attention_mask, doc_ids, device):
-        """The boolean attention mask (B, 1, T, S), or None with a flag for plain causal attention."""
+    def _mask(self, B, T, offset, attention_mask, doc_ids, device, window: int | None = None):
+        """The boolean attention mask (B, 1, T, S), or None with a flag for plain causal attention;
+        `window`: keys at most window - 1 positions back (sliding-window layers)."""
         S = offset + T
-        if attention_mask is None and doc_ids is None:
+        if window is not None and S <= window:
+            window = None  # the window reaches the first token: ordinary causal attention
+        if attention_mask is None and doc_ids is None and window is None:
             if offset == 0:
                 return None, True  # plain causal: SDPA's is_causal, the fast path
             if T == 1:
@@ -387,6 +408,8 @@ class SLM(nn.Module):
             mask = mask & (attention_mask[:, None, None, :].bool() | (k_pos[None, :] == q_pos[:, None]))
         if doc_ids is not None:
             mask = mask & (doc_ids[:, None, :, None] == doc_ids[:, None, None, :])
+        if window is not None:
+            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
         return mask, False
 
     def forward(
@@ -426,7 +449,7 @@ class SLM(nn.Module):
         x = self.embed(input_ids)
         if self.config.scale_embeddings:
             x = x * math.sqrt(self.config.d_model)
-        cos, sin = rope_cos_sin(self.config, position_ids, x.dtype)
+        rope = rope_cos_sin(self.config, position_ids, x.dtype)
         if self.config.attn_backend == "flex" and doc_ids is not None and attention_mask is None:
             mask, is_causal = _document_block_mask(doc_ids), False
         else:
@@ -435,8 +458,15 @@ class SLM(nn.Module):
         if doc_ids is not None and attention_mask is None and input_ids.is_cuda and self.config.attn_backend in (
                 "auto", "flash") and _flash_attn() is not None:
             packed = Packed.from_doc_ids(doc_ids)  # flash-attn varlen: each document its own sequence
-        for block in self.layers:
-            x = block(x, cos, sin, mask, is_causal, kv_cache, packed)
+        sliding = set(self.config.sliding_layers)
+        if sliding:  # Gemma 3: local layers see a window, with their own RoPE base
+            local_mask = self._mask(B, T, offset, attention_mask, doc_ids, input_ids.device, self.config.sliding_window)
+            local_rope = rope_cos_sin(self.config, position_ids, x.dtype, local=True) if self.config.rope_local_theta else rope
+        for i, block in enumerate(self.layers):
+            if i in sliding:
+                x = block(x, *local_rope, *local_mask, kv_cache)
+            else:
+                x = block(x, *rope, mask, is_causal, kv_cache, packed)
         if labels is not None and self.config.ce_chunk_size:
             if logits_to_keep > 0:
                 raise ValueError("logits_to_keep cannot be combined with labels (the loss needs every position)")

@@ -117,6 +117,10 @@ FAMILIES = {
     "gemma": lambda: transformers.GemmaConfig(
         vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=1, head_dim=32, max_position_embeddings=128, rms_norm_eps=1e-6),
+    "gemma3": lambda: transformers.Gemma3TextConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=256, sliding_window=16, query_pre_attn_scalar=24,
+        rms_norm_eps=1e-6),
     "qwen2": lambda: transformers.Qwen2Config(
         vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=128, rope_theta=1000000.0, tie_word_embeddings=True,
@@ -125,7 +129,7 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_import_gemma_and_qwen2_with_logit_parity_and_export_back(tmp_path, family):
+def test_import_gemma_gemma3_and_qwen2_with_logit_parity_and_export_back(tmp_path, family):
     config = FAMILIES[family]()
     ref = randomize(transformers.AutoModelForCausalLM.from_config(config).eval())
     ref.save_pretrained(tmp_path / "theirs")
@@ -134,6 +138,10 @@ def test_import_gemma_and_qwen2_with_logit_parity_and_export_back(tmp_path, fami
     if family == "gemma":  # GELU-tanh gated MLP, (1 + weight) norms, scaled and tied embeddings
         assert (c.mlp_gated, c.mlp_act, c.norm_unit_offset, c.scale_embeddings, c.tie_embeddings, c.dim_head) == \
             (True, "gelu_tanh", True, True, True, 32)
+    elif family == "gemma3":  # also q/k norms, sandwich norms, a softmax scale, 5 sliding layers of 6
+        assert (c.qk_norm, c.sandwich_norm, c.sliding_window, c.sliding_layers, c.rope_local_theta) == \
+            (True, True, 16, [0, 1, 2, 3, 4], 10000.0)
+        assert c.attn_scale == pytest.approx(24 ** -0.5) and c.rope_theta == 1000000.0
     else:  # q/k/v biases; the window is off, so the full context stays
         assert (c.qkv_bias, c.scale_embeddings, c.tie_embeddings, c.max_seq_len) == (True, False, True, 128)
         assert model.layers[0].attn.q_proj.bias is not None and model.layers[0].attn.o_proj.bias is None
@@ -161,3 +169,14 @@ def test_a_fresh_gemma_style_model_starts_with_unit_norm_scales():
         hf.export(small_model(norm_unit_offset=True), "unused")  # a plain MLP has no transformers Gemma
     qwen = small_model(mlp_gated=True, qkv_bias=True)
     assert all((qwen.layers[0].attn.get_submodule(n).bias == 0).all() for n in ("q_proj", "k_proj", "v_proj"))
+
+
+def test_gemma3_generation_past_the_window_matches_transformers(tmp_path):
+    """The KV cache keeps every position; the sliding layers' mask must still forget what left the window."""
+    ref = randomize(transformers.AutoModelForCausalLM.from_config(FAMILIES["gemma3"]()).eval(), seed=1)
+    ref.save_pretrained(tmp_path)
+    model = hf.load(tmp_path)
+    ids = torch.randint(0, 256, (2, 20))  # already past the window of 16
+    ours = model.generate(ids, max_new_tokens=12, eos_token_id=[])
+    theirs = ref.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours, theirs)

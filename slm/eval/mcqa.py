@@ -88,7 +88,7 @@ def conversation(q: MCQ, shots: Sequence[MCQ], cot: bool) -> list[dict]:
     system = q.system
     if cot:
         choices = "yes, no or maybe" if q.labels == ["yes", "no", "maybe"] else "the letter of the correct option"
-        system = system.split(". ")[0] + ". " + COT_INSTRUCTION.format(choices=choices)
+        system = system.split(". ")[0].rstrip(".") + ". " + COT_INSTRUCTION.format(choices=choices)
     messages = [{"role": "system", "content": system}]
     for shot in shots:
         answer = f"The answer is {shot.answer}." if cot else shot.answer

@@ -193,8 +193,9 @@ class ModelConfig(Config):
     # The report's MLP is plain up -> SiLU -> down; gated (SwiGLU with silu) is an option.
     mlp_gated: bool = False
     rope_theta: float = 10000.0
-    # Llama-3-style frequency scaling for imported checkpoints: {"rope_type": "llama3", "factor": ...,
-    # "low_freq_factor": ..., "high_freq_factor": ..., "original_max_position_embeddings": ...}.
+    # Frequency scaling for imported checkpoints: Llama 3's {"rope_type": "llama3", "factor": ...,
+    # "low_freq_factor": ..., "high_freq_factor": ..., "original_max_position_embeddings": ...}, or
+    # linear position interpolation {"rope_type": "linear", "factor": ...} (Gemma 3's global layers).
     rope_scaling: dict | None = None
     norm_eps: float = 1e-5
     attn_dropout: float = 0.1  # report §2.3: dropout 0.1 on attention ...
@@ -257,11 +258,12 @@ class ModelConfig(Config):
             raise ConfigError(f"ModelConfig.init_std must be positive, got {self.init_std}")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type")
-            need = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
-            if kind != "llama3" or not need <= set(self.rope_scaling):
+            need = {"llama3": {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"},
+                    "linear": {"factor"}}
+            if kind not in need or not need[kind] <= set(self.rope_scaling):
                 raise ConfigError(
-                    f"ModelConfig.rope_scaling supports rope_type 'llama3' with keys {sorted(need)}, "
-                    f"got {self.rope_scaling}"
+                    f"ModelConfig.rope_scaling supports rope_type 'llama3' with keys {sorted(need['llama3'])} "
+                    f"and 'linear' with a factor, got {self.rope_scaling}"
                 )
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             ids = getattr(self, name)

@@ -141,7 +141,7 @@ def _gemma3_fields(config: ModelConfig) -> dict:
     scalar = (config.attn_scale or config.dim_head**-0.5) ** -2  # transformers stores it as an integer
     if abs(scalar - round(scalar)) > 1e-6 * scalar:
         raise ConfigError(f"attn_scale={config.attn_scale} is not 1/sqrt of an integer: Gemma 3 cannot express it")
-    global_rope = {"rope_type": "default", "rope_theta": config.rope_theta}
+    global_rope = {**(config.rope_scaling or {"rope_type": "default"}), "rope_theta": config.rope_theta}
     local_rope = {"rope_type": "default", "rope_theta": config.rope_local_theta or config.rope_theta}
     return {"layer_types": ["sliding_attention" if i in config.sliding_layers else "full_attention"
                             for i in range(config.n_layers)],
@@ -208,17 +208,23 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     local_rope = None
     if gemma3:  # a RoPE per layer type: the global layers' is the model's, the sliding layers' apart
-        local_rope = rope.get("sliding_attention") or {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
-        rope = rope.get("full_attention") or {"rope_theta": hf.get("rope_theta", 1000000.0)}
+        if "full_attention" in rope:  # transformers 5 writes one entry per layer type
+            local_rope, rope = rope.get("sliding_attention") or {}, rope["full_attention"]
+        else:  # as Google published the configs: rope_theta (+ rope_scaling) and rope_local_base_freq
+            local_rope = {"rope_theta": hf.get("rope_local_base_freq", 10000.0)}
+            rope = {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 1000000.0)}
         if local_rope.get("rope_type", "default") != "default":
             raise ConfigError(f"{source}: sliding layers' rope type {local_rope['rope_type']!r} is not supported")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", "llama3"):
-        raise ConfigError(f"{source}: rope type {rope_type!r} is not supported; supported: ['default', 'llama3']")
+    if rope_type not in ("default", "llama3", "linear"):
+        raise ConfigError(f"{source}: rope type {rope_type!r} is not supported; supported: default, llama3, linear")
     max_len = hf.get("max_position_embeddings", 2048)
     window = hf.get("sliding_window") if not qwen2 or hf.get("use_sliding_window") else None
-    layer_types = hf.get("layer_types") or []
-    sliding_layers = [i for i, t in enumerate(layer_types) if t == "sliding_attention"] if gemma3 else []
+    layer_types = hf.get("layer_types")
+    if gemma3 and not layer_types:  # published configs give a pattern: every n-th layer is global (as transformers reads it)
+        pattern = hf.get("sliding_window_pattern", 6)
+        layer_types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(hf["num_hidden_layers"])]
+    sliding_layers = [i for i, t in enumerate(layer_types or []) if t == "sliding_attention"] if gemma3 else []
     if not gemma3 and window is not None and window < max_len:
         # Within one window, sliding-window attention is ordinary causal attention.
         warnings.warn(f"{source}: sliding_window={window} < max_position_embeddings={max_len}; max_seq_len set to {window}",
@@ -238,7 +244,8 @@ def config_from_hf(hf: dict, source: str = "config.json", **overrides) -> ModelC
         mlp_act=_ACT_FROM_HF[act],
         mlp_gated=model_type != "arcee",
         rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
-        rope_scaling={k: v for k, v in rope.items() if k != "rope_theta"} if rope_type == "llama3" else None,
+        rope_scaling={**{k: v for k, v in rope.items() if k not in ("rope_theta", "type")}, "rope_type": rope_type}
+        if rope_type != "default" else None,
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         attn_dropout=hf.get("attention_dropout", 0.0),
         resid_dropout=0.0,  # transformers' Llama family has none

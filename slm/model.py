@@ -72,6 +72,8 @@ def rope_inv_freq(config: ModelConfig, device: torch.device | None = None, local
     rs = config.rope_scaling
     if rs is None or local:
         return inv_freq
+    if rs["rope_type"] == "linear":  # position interpolation: positions divided by the factor
+        return inv_freq / rs["factor"]
     # Llama 3.1: keep high frequencies, divide low ones by `factor`, blend in between.
     factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
     old_len = rs["original_max_position_embeddings"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ScriptedLM
-from slm.eval.mcqa import evaluate, extract_choice, knn_shots, load, wilson
+from slm.eval.mcqa import conversation, evaluate, extract_choice, knn_shots, load, wilson
+from slm.lm import plain_text
 
 LABELS = list("ABCD")
 
@@ -24,6 +25,7 @@ def test_answer_extraction_from_realistic_chains_of_thought():
     assert extract_choice("I am not sure.", LABELS) is None and extract_choice("", LABELS) is None
     assert extract_choice("Aspirin is the best choice", LABELS) is None  # the A of a word is no answer
     assert extract_choice("The answer is E.", LABELS) is None  # not an option here
+    assert extract_choice("The answer is a beta blocker, so C.", LABELS) == "C"  # "a" is an article, not A
     yn = ["yes", "no", "maybe"]
     assert extract_choice("Yes", yn) == "yes" and extract_choice("so the answer is maybe.", yn) == "maybe"
     assert extract_choice("There is no evidence, but maybe.", yn) is None
@@ -121,6 +123,16 @@ def test_self_consistency_takes_the_majority_of_sampled_chains(files):
     assert result["settings"]["samples"] == 3 and result["settings"]["temperature"] == 0.8
     with pytest.raises(ValueError, match="no chain of thought"):
         evaluate(Sampler(), questions, method="loglik", cot=True)
+
+
+def test_a_base_model_reads_the_prompt_as_text_and_ranks_labels_after_the_cue(files):
+    questions, _ = load("medqa", [files / "medqa.jsonl"])
+    lm = ScriptedLM(scores={("type 2 diabetes", " B"): -0.5})
+    lm.chat = False
+    result = evaluate(lm, questions[:1], train=questions[1:], shots=1, method="loglik", progress=False)
+    assert result["rows"][0]["prediction"] == "B"  # " B", the letter after "Answer:", was scored
+    text = plain_text(conversation(questions[0], questions[1:2], cot=False, plain=True))
+    assert "D. E. coli\nAnswer: A\n\nFirst-line drug" in text and text.endswith("D. Digoxin\nAnswer:")
 
 
 def test_loglik_ranks_the_labels(files):

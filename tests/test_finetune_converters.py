@@ -79,7 +79,7 @@ def test_medqa_options_as_dict_or_list_answers_as_letter_or_text_five_options(tm
         {"question": "Q5?", "options": "x;y", "answer_idx": "A"}])
     out = convert_medqa([path])
     assert [c[2]["content"] for c in out.conversations] == ["E", "C"]
-    assert out.conversations[0][1]["content"] == "Q1?\nA. x\nB. y\nC. z\nD. w\nE. v\n"
+    assert out.conversations[0][1]["content"] == "Q1?\nA. x\nB. y\nC. z\nD. w\nE. v\nAnswer:"
     assert len(out.skipped) == 3
 
 

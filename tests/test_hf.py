@@ -180,3 +180,22 @@ def test_gemma3_generation_past_the_window_matches_transformers(tmp_path):
     ours = model.generate(ids, max_new_tokens=12, eos_token_id=[])
     theirs = ref.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
     assert torch.equal(ours, theirs)
+
+
+def test_gemma3_config_as_published_with_a_pattern_and_linear_rope_scaling(tmp_path):
+    """Google's config.json gives sliding_window_pattern, rope_theta, rope_local_base_freq and a legacy
+    rope_scaling instead of layer_types and per-type rope_parameters: the same model must come out."""
+    ref = randomize(transformers.AutoModelForCausalLM.from_config(FAMILIES["gemma3"]()).eval(), seed=2)
+    ref.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("layer_types", "rope_parameters"):
+        config.pop(key, None)
+    config.update(sliding_window_pattern=3, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                  rope_scaling={"rope_type": "linear", "factor": 8.0})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    ref = hf_model(tmp_path)  # transformers' own reading of the published style
+    model = hf.load(tmp_path)
+    assert model.config.sliding_layers == [0, 1, 3, 4] and model.config.rope_scaling["rope_type"] == "linear"
+    ids = torch.randint(0, 256, (2, 100))
+    with torch.no_grad():
+        assert (model(ids).logits - ref(ids).logits).abs().max().item() < 1e-4

@@ -68,8 +68,10 @@ def extract_choice(text: str, labels: Sequence[str]) -> str | None:
     ("the answer is (B)", "Answer: B", "correct option is B"); an output that is just a label ("B",
     "(B).", "Yes"); a single label mentioned on its own. Several labels without a statement: None."""
     options = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
-    flags = re.IGNORECASE if not all(len(label) == 1 for label in labels) else 0
-    label = rf"\(?({options})\)?(?![A-Za-z])"
+    letters = all(len(label) == 1 for label in labels)
+    flags = 0 if letters else re.IGNORECASE
+    # letters match in their case only, so the article in "the answer is a beta blocker" is no answer A
+    label = rf"\(?({'(?-i:' + options + ')' if letters else options})\)?(?![A-Za-z])"
     statements = re.findall(rf"(?:answer\s*(?:is|:)|correct (?:option|answer|choice) is)\s*[:\-]?\s*{label}",
                             text or "", re.IGNORECASE)
     canonical = {item.lower(): item for item in labels}
@@ -84,14 +86,16 @@ def extract_choice(text: str, labels: Sequence[str]) -> str | None:
     return alone.pop() if len(alone) == 1 else None
 
 
-def conversation(q: MCQ, shots: Sequence[MCQ], cot: bool) -> list[dict]:
+def conversation(q: MCQ, shots: Sequence[MCQ], cot: bool, plain: bool = False) -> list[dict]:
+    """The prompt: system, the examples as user/assistant turns, the question (ending in "Answer:").
+    `plain` (a model without a chat format reads it as text): answers follow the cue after a space."""
     system = q.system
     if cot:
         choices = "yes, no or maybe" if q.labels == ["yes", "no", "maybe"] else "the letter of the correct option"
         system = system.split(". ")[0].rstrip(".") + ". " + COT_INSTRUCTION.format(choices=choices)
     messages = [{"role": "system", "content": system}]
     for shot in shots:
-        answer = f"The answer is {shot.answer}." if cot else shot.answer
+        answer = (" " if plain else "") + (f"The answer is {shot.answer}." if cot else shot.answer)
         messages += [{"role": "user", "content": shot.question}, {"role": "assistant", "content": answer}]
     return messages + [{"role": "user", "content": q.question}]
 
@@ -133,8 +137,9 @@ def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), s
     max_new_tokens = max_new_tokens or (512 if cot else 16)
     per_question = (knn_shots(questions, train, shots, embedder or lm, batch_size) if shots and selection == "knn"
                     else [list(train[:shots])] * len(questions))
-    items = [Item(q.id, [conversation(q, s[d:], cot) for d in range(len(s) + 1)],
-                  [(label, label) for label in q.labels]) for q, s in zip(questions, per_question)]
+    space = "" if lm.chat else " "  # "Answer: B" as text; a chat model's turn starts with the letter itself
+    items = [Item(q.id, [conversation(q, s[d:], cot, plain=not lm.chat) for d in range(len(s) + 1)],
+                  [(label, space + label) for label in q.labels]) for q, s in zip(questions, per_question)]
     votes: dict[str, list[str | None]] = {q.id: [] for q in questions}
     outputs: dict[str, list[str]] = {q.id: [] for q in questions}
     errors: dict[str, str | None] = {}

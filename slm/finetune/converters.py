@@ -159,7 +159,8 @@ def _mcq(out: Converted, where: str, question, options, answer) -> None:
     else:
         out.skipped.append(f"{where}: answer {str(answer)[:40]!r} is neither an option letter nor an option's text")
         return
-    user = question.strip() + "\n" + "".join(f"{L}. {o}\n" for L, o in zip(letters, options))
+    # "Answer:" cues the reply, so a base model reading the prompt as plain text continues with the letter
+    user = question.strip() + "\n" + "".join(f"{L}. {o}\n" for L, o in zip(letters, options)) + "Answer:"
     out.add(ENGLISH_SYSTEM, user, letter)
 
 
@@ -229,7 +230,8 @@ def convert_pubmedqa(path: str | Path) -> Converted:
         if not isinstance(r.get("QUESTION"), str) or not isinstance(contexts, list):
             out.skipped.append(f"{where}: needs QUESTION and a CONTEXTS list")
             continue
-        user = "Context: " + " ".join(map(str, contexts)) + f"\nQuestion: {r['QUESTION']}\nAnswer yes, no or maybe."
+        user = ("Context: " + " ".join(map(str, contexts)) + f"\nQuestion: {r['QUESTION']}\nAnswer yes, no or maybe.\n"
+                "Answer:")
         out.add("Answer the biomedical research question from the context.", user, r["final_decision"])
     return out
 

@@ -132,7 +132,8 @@ def _model_options(p: argparse.ArgumentParser, method: bool = True) -> None:
     if method:
         p.add_argument("--method", choices=["generate", "loglik"], default="generate",
                        help="generate greedily, or rank the choices by log-likelihood (base models)")
-        p.add_argument("--max-new-tokens", type=int, help="default: 32 for IgakuQA, 512 for JMED-LLM (official)")
+        p.add_argument("--max-new-tokens", type=int,
+                       help="default: 32 for IgakuQA, 512 for JMED-LLM (official), 16 for mcqa (512 with --cot)")
 
 
 def _igakuqa_options(p: argparse.ArgumentParser) -> None:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
             print(f"{len(rows)} values from {len({r['checkpoint'] for r in rows})} checkpoints: "
                   f"{out / 'sweep.csv'}, {out / 'sweep.png'}")
         else:
-            out = args.out or default_out(args.model, args.command)
+            out = args.out or default_out(args.model, args.benchmark if args.command == "mcqa" else args.command)
             lm = load_model(args, args.model)
             if args.command == "igakuqa":
                 _igakuqa(args, lm, out, args.data, echo=True)

@@ -8,7 +8,7 @@ Embeddings are the rows of the input embedding (`model.embed.weight`), compared 
 cosine similarity. A term that the tokenizer splits into several pieces is represented
 by the mean of its pieces' rows (each result says how many pieces it had), since the
 report's analogies are over whole medical words. Attention weights are recomputed
-explicitly from each layer's inputs (softmax(q k^T / sqrt(d)) under the same mask), by
+explicitly from each layer's inputs (softmax(q k^T x scale) under the same mask), by
 hooks that only read: the training path is untouched.
 
 Plots use matplotlib with a font that has Japanese glyphs: matplotlib-fontja's

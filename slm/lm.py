@@ -78,7 +78,8 @@ class LocalLM(Protocol):
 
     def document_nll(self, text: str) -> tuple[float, int]:
         """(negative log-likelihood in nats, tokens predicted) of a whole document, framed by the
-        model's own begin/end tokens, in windows of its context (perplexity, bits per character)."""
+        model's own begin/end tokens, in windows of its context (perplexity, bits per character).
+        A model without a begin token (Qwen2) cannot predict a document's first token: it is left out."""
         ...
 
 
@@ -148,8 +149,8 @@ class _TorchLM:
 
     @torch.no_grad()
     def loglik(self, requests: Sequence[tuple[Prompt, str]], batch_size: int = 8) -> list[float]:
-        """Prompt and continuation are encoded apart and joined (as lm-evaluation-harness does), so a
-        chat model scores exactly the tokens it would write after its turn marker.
+        """Prompt and continuation are encoded apart and joined, so a chat model scores exactly the
+        tokens it would write after its turn marker (and a continuation is always its own tokens).
 
         The model reads prompt + continuation without its last token, and the last len(continuation)
         positions predict the continuation. One-token continuations of one prompt (answer letters)
@@ -183,7 +184,7 @@ class _TorchLM:
     @torch.no_grad()
     def document_nll(self, text: str) -> tuple[float, int]:
         ids = self.encode_document(text)
-        width = self.max_length or len(ids)
+        width = max(self.max_length or len(ids), 2)
         nll, predicted = 0.0, 0
         # windows overlap by one token, so every token after the first is predicted exactly once
         for start in range(0, max(len(ids) - 1, 1), width - 1):
@@ -296,8 +297,7 @@ class SLMAdapter(_TorchLM):
         return self.tokenizer.encode(text, add_bos=True, add_eos=True)
 
     def _generate_batch(self, ids, max_new_tokens, sampling, seed, stop_at_newline):
-        newline = self.tokenizer.newline_id if stop_at_newline else None
-        eos = [self.tokenizer.eos_id] + ([newline] if newline is not None else [])
+        eos = [self.tokenizer.eos_id] + (self.tokenizer.newline_ids if stop_at_newline else [])
         out = self.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=sampling["temperature"] > 0, seed=seed,
                                   eos_token_id=eos, pad_token_id=self.pad_id, **sampling)
         new = out[:, max(map(len, ids)) :]
@@ -376,7 +376,8 @@ class HFAdapter(_TorchLM):
     def _generate_batch(self, ids, max_new_tokens, sampling, seed, stop_at_newline):
         input_ids, mask = left_pad(ids, self.pad_id, self.device)
         temperature, top_p = sampling["temperature"], sampling["top_p"]
-        options = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        # top_k=0: no top-k cut (transformers' default is 50), so both adapters sample alike
+        options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
         options["repetition_penalty"] = sampling["repetition_penalty"]
         if stop_at_newline:
             options.update(stop_strings=["\n"], tokenizer=self.tokenizer)
@@ -388,9 +389,14 @@ class HFAdapter(_TorchLM):
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.pad_id, **options)
         new = out[:, input_ids.shape[1] :]
-        # a row that stopped early is padded to the batch's length; one that ran out has max_new_tokens
-        finished = [new.shape[1] < max_new_tokens or (self.tokenizer.eos_token_id in row.tolist()) for row in new]
-        return self.tokenizer.batch_decode(new, skip_special_tokens=True), finished
+        # A row that stopped (an eos id of the tokenizer or the generation config, a stop string) is
+        # padded after it; one that ran out of tokens has neither.
+        configured = self.model.generation_config.eos_token_id
+        stops = {self.pad_id, self.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        finished = [new.shape[1] < max_new_tokens or bool(stops & set(row.tolist())) or (stop_at_newline and "\n" in t)
+                    for row, t in zip(new, texts)]
+        return texts, finished
 
     def _logits(self, input_ids, attention_mask, keep):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=self._positions(attention_mask),
@@ -404,7 +410,8 @@ class HFAdapter(_TorchLM):
             raise ValueError(f"{len(empty)} text(s) encode to no tokens and cannot be embedded: {[texts[i][:30] for i in empty]}")
         # The last entry of output_hidden_states is the final (normed) layer output; only the
         # last position is kept, which left padding makes every row's last real token.
-        return self.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -1]
+        return self.model(**enc, position_ids=self._positions(enc["attention_mask"]), output_hidden_states=True,
+                          logits_to_keep=1).hidden_states[-1][:, -1]
 
 
 def load_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

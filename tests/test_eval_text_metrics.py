@@ -47,11 +47,12 @@ def test_qa_cli_reports_every_metric_for_a_checkpoint(slm_dir, tmp_path, capsys)
 
     data = tmp_path / "heldout.jsonl"
     data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
-                                         ensure_ascii=False) for q, a in [("発熱は?", "あり"), ("咳は?", "なし")]) + "\n")
+                                         ensure_ascii=False) for q, a in [("発熱は?", "あり"), ("咳は?", "なし"), ("長い" * 400, "なし")]) + "\n")
     assert main(["qa", "--model", str(slm_dir), "--data", str(data), "--unit", "chars", "--max-new-tokens", "4",
                  "--repetition-penalty", "1.3", "--out", str(tmp_path / "o")]) == 0
     assert "rouge_l" in capsys.readouterr().out
     report = json.loads((tmp_path / "o" / "metrics.json").read_text())
-    assert report["answers"] == 2 and 0 <= report["never_stopped"] <= 1 and report["settings"]["repetition_penalty"] == 1.3
+    assert report["answers"] == 3 and 0 <= report["never_stopped"] <= 1 and report["settings"]["repetition_penalty"] == 1.3
+    assert report["not_answered"] == [2]  # longer than the model's context: listed, the run goes on
     rows = [json.loads(line) for line in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
     assert all(isinstance(r["finished"], bool) for r in rows) and rows[0]["reference"] == "あり"

@@ -225,7 +225,7 @@ def test_staged_finetuning_starts_each_stage_from_the_last_and_records_each(tmp_
     assert second_config["init_from"] == first["checkpoint"] and second_config["optim"]["lr"] == 5e-4
     if lora:  # the next stage adapts the merged model
         assert first["checkpoint"].endswith("1-first/merged") and (tmp_path / "sft" / "1-first" / "merged" / "chat.json").is_file()
-    assert all(r["exact"] is not None and r["eval_loss"] is not None for r in result["stages"])
+    assert all(r["exact"] is not None and r["final_eval_loss"] is not None for r in result["stages"])
     assert (tmp_path / "sft" / "stages.md").read_text().count("\n") == 4
     assert load_lm(result["final"]).chat
     with pytest.raises(ConfigError, match="exactly one of steps and epochs"):

@@ -220,3 +220,25 @@ def test_model_paths_resolve_runs_pointers_and_lora_adapters(slm_dir, tok, tmp_p
     with pytest.raises(FileNotFoundError, match="names no base"):
         load_lm(adapter)
     assert load_lm(adapter, base=slm_dir).name == "step-0000100"
+
+
+@pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
+def test_finished_says_which_answers_stopped_on_their_own(lm_name, request, monkeypatch):
+    """Row 0 stops (an end token, then padding); row 1 runs into the token limit."""
+    lm = request.getfixturevalue(lm_name)
+    eos = lm.tokenizer.eos_id if lm_name == "slm_lm" else lm.tokenizer.eos_token_id
+    word = lm.encode_continuation("a")[0]
+
+    def fake_generate(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        prompt = ids if isinstance(ids, torch.Tensor) else left_pad_ids(ids)
+        new = torch.tensor([[word, eos, lm.pad_id, lm.pad_id], [word, word, word, word]])
+        return torch.cat([prompt, new], dim=1)
+
+    def left_pad_ids(ids):
+        width = max(map(len, ids))
+        return torch.tensor([[lm.pad_id] * (width - len(r)) + r for r in ids])
+
+    monkeypatch.setattr(lm.model, "generate", fake_generate)
+    texts = lm.generate(["発熱", "咳嗽"], max_new_tokens=4)
+    assert lm.finished == [True, False] and len(texts) == 2

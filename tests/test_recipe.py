@@ -94,7 +94,7 @@ def test_staged_recipe_trains_on_the_answers(slm_dir, data_dir, fixtures, tmp_pa
     published = yaml.safe_load((RECIPES[-1]).read_text())  # 004: staged LoRA
     run(RecipeConfig.from_dict(tiny(published, slm_dir, data_dir, fixtures, tmp_path / "out")))
     stages = [json.loads(line) for line in (tmp_path / "out" / "finetune" / "stages.jsonl").read_text().splitlines()]
-    assert len(stages) == 3 and all(s["eval_loss"] > 0 for s in stages)  # the answers fit in the rows: there is a loss
+    assert len(stages) == 3 and all(s["final_eval_loss"] > 0 for s in stages)  # the answers fit in the rows: there is a loss
 
 
 @pytest.mark.slow

@@ -65,6 +65,14 @@ class HFTokenizer:
         return ids[0] if len(ids) == 1 else None
 
     @property
+    def newline_ids(self) -> list[int]:
+        """Every token whose text holds a line break ("\n", "\n\n", "<0x0A>", "Ċ"...): generation that
+        should end at the line's end stops on any of them (found once, by decoding the vocabulary)."""
+        if not hasattr(self, "_newline_ids"):
+            self._newline_ids = [i for i in range(len(self.tok)) if "\n" in self.tok.decode([i])]
+        return self._newline_ids
+
+    @property
     def special_tokens(self) -> dict[str, int]:
         return {t: self.tok.convert_tokens_to_ids(t) for t in self.tok.all_special_tokens}
 

@@ -124,6 +124,11 @@ class JapaneseTokenizer:
     def newline_id(self) -> int:
         return self.special_tokens[NEWLINE]
 
+    @property
+    def newline_ids(self) -> list[int]:
+        """The tokens that end a line: only the newline token (pieces never hold one)."""
+        return [self.newline_id]
+
     def token_id(self, token: str) -> int:
         """The id of a special token such as "<|user|>"; KeyError names the ones there are."""
         if token not in self.special_tokens:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slm.eval import igakuqa, jmed_llm, mcqa
-from slm.eval.harness import Method, write_results
+from slm.eval.harness import Item, Method, answer_items, write_results
 from slm.eval.perplexity import perplexity
 from slm.lm import LocalLM
 
@@ -104,20 +104,27 @@ def run_qa(lm: LocalLM, data: Sequence[str | Path], out: str | Path, unit: str =
 
     errors = ReadErrors()
     conversations = load_conversations([str(p) for p in data], errors)
-    prompts, references = [c[:-1] for c in conversations], [c[-1]["content"] for c in conversations]
-    answers = lm.generate(prompts, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-                          batch_size=batch_size)
-    finished = getattr(lm, "finished", None)
+    references = [c[-1]["content"] for c in conversations]
+    items = [Item(str(i), [c[:-1]]) for i, c in enumerate(conversations)]
+    replies = answer_items(lm, items, "generate", max_new_tokens, batch_size, progress=False,
+                           repetition_penalty=repetition_penalty)
+    replies = [replies[str(i)] for i in range(len(conversations))]
+    answers = [r.output for r in replies]
+    # a prompt too long for the model is an empty answer that never stopped: counted, listed
+    finished = [bool(r.finished) for r in replies]
     report = {**free_text_report(answers, references, finished, unit), "malformed_records_skipped": errors.total,
+              "not_answered": [i for i, r in enumerate(replies) if r.error],
               "settings": {"model": lm.name, "unit": unit, "max_new_tokens": max_new_tokens,
                            "repetition_penalty": repetition_penalty}}
     keys = ("exact_match", "token_f1", "rouge_l", "bleu", "distinct_2", "longest_repeat_max", "never_stopped")
     table = ("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| "
              + " | ".join(f"{report[k]:.3f}" if k in report else "n/a" for k in keys) + " |\n")
-    rows = [{"answer": a, "reference": r, "finished": f} for a, r, f in zip(answers, references, finished or [None] * len(answers))]
+    rows = [{"answer": a, "reference": r, "finished": f, "error": x.error}
+            for a, r, f, x in zip(answers, references, finished, replies)]
     write_results(out, rows, report, table)
     if echo:
-        print(table + f"{len(answers)} answers; {errors.total} malformed records skipped; written to {out}")
+        print(table + f"{len(answers)} answers, {len(report['not_answered'])} prompts too long for the model; "
+              f"{errors.total} malformed records skipped; written to {out}")
     return {k: report[k] for k in keys if k in report}
 
 

@@ -46,6 +46,7 @@ class Answer:
     dropped_shots: int = 0
     error: str | None = None  # the question was not put to the model (counts as wrong)
     note: str | None = None  # it was, under a constraint worth knowing (a shortened generation budget)
+    finished: bool | None = None  # generated: ended on its own rather than at the token limit
     scores: dict[str, float] | None = None  # loglik: the score of every label
 
 
@@ -64,7 +65,8 @@ def fit(lm: LocalLM, item: Item, reserve: int, shrinkable: bool) -> tuple[int, P
 
 
 def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate", max_new_tokens: int = 32,
-                 batch_size: int = 8, stop_at_newline: bool = False, progress: bool = True) -> dict[str, Answer]:
+                 batch_size: int = 8, stop_at_newline: bool = False, progress: bool = True,
+                 repetition_penalty: float = 1.0) -> dict[str, Answer]:
     """Every item's answer. Items without choices are generated in either method."""
     if method not in ("generate", "loglik"):
         raise ValueError(f"method must be 'generate' or 'loglik', not {method!r}")
@@ -92,9 +94,11 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
         batch = to_generate[start : start + batch_size]
         budget = max_new_tokens if lm.max_length is None else min(max_new_tokens, lm.max_length - batch[0][0])
         outputs = lm.generate([p for _, _, p in batch], max_new_tokens=budget, batch_size=len(batch),
-                              stop_at_newline=stop_at_newline)
-        for (_, item, _), output in zip(batch, outputs):
+                              stop_at_newline=stop_at_newline, repetition_penalty=repetition_penalty)
+        finished = getattr(lm, "finished", None) or [None] * len(batch)
+        for (_, item, _), output, done in zip(batch, outputs, finished):
             answers[item.id].output = output.strip()
+            answers[item.id].finished = done
             if budget < max_new_tokens:
                 answers[item.id].note = f"only {budget} new tokens fit the context (asked {max_new_tokens})"
         bar.update(len(batch))

@@ -120,8 +120,7 @@ def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "ups
         if mode == "upstream":
             pred = [first_letter(o) for o in outputs]
         else:
-            pred = [standalone_letter(o, "".join(L for L in "ABCDEF" if (r.get(f"option{L}") or "").strip()))
-                    for o, r in zip(outputs, rows)]
+            pred = [standalone_letter(o, options(r)) for o, r in zip(outputs, rows)]
         accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
         return {"accuracy": accuracy, "kappa": cohen_kappa(gold, pred, CHOICE_TASKS[task]), "predictions": pred,
                 "gold": gold}

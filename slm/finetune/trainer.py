@@ -268,6 +268,8 @@ def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
     for n, stage in enumerate(config.stages, 1):
         steps = stage.steps
         if steps is None:  # epochs over the stage's examples, one example a row
+            if config.pack:
+                raise ConfigError(f"stage {stage.name!r}: epochs assume one example a row; with pack: true give steps")
             examples = len(load_conversations(stage.train_files, ReadErrors()))
             steps = max(1, math.ceil(stage.epochs * examples / config.global_batch))
         run = config.replace(out=str(out / f"{n}-{stage.name}"), init_from=str(start), train_files=stage.train_files,
@@ -280,11 +282,12 @@ def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
         evals = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").read_text().splitlines()]
         evals = [e for e in evals if e["kind"] == "eval"]
         records.append({"stage": stage.name, "steps": steps, "checkpoint": str(start),
-                        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+                        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
                         config.metric: result["best"][0] if result["best"] else None})
     show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    table = (f"| stage | steps | held-out loss | {config.metric} | checkpoint |\n|---|---|---|---|---|\n"
-             + "".join(f"| {r['stage']} | {r['steps']} | {show(r['eval_loss'])} | {show(r[config.metric])} | "
+    # the loss is the stage's last evaluation; the answer score and checkpoint are the best ones
+    table = (f"| stage | steps | final held-out loss | best {config.metric} | best checkpoint |\n|---|---|---|---|---|\n"
+             + "".join(f"| {r['stage']} | {r['steps']} | {show(r['final_eval_loss'])} | {show(r[config.metric])} | "
                        f"{r['checkpoint']} |\n" for r in records))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "stages.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in records)))

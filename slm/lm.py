@@ -276,11 +276,22 @@ class SLMAdapter(_TorchLM):
         else:
             self.model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
         self.tokenizer = load_tokenizer(model_dir / "tokenizer")  # ours, or the transformers one it was tuned with
+        self._attach(device, max_length, (model_dir / CHAT_MARKER).is_file() if chat is None else chat)
+
+    @classmethod
+    def wrap(cls, model: SLM, tokenizer, chat: bool, name: str = "in-training") -> SLMAdapter:
+        """An adapter over a model in memory (a trainer judging its checkpoints by their answers)."""
+        lm = cls.__new__(cls)
+        lm.name, lm.model, lm.tokenizer = name, model, tokenizer
+        lm._attach(next(model.parameters()).device, None, chat)
+        return lm
+
+    def _attach(self, device, max_length: int | None, chat: bool) -> None:
         self.device = torch.device(device)
         self.dim = self.model.config.d_model
         self.max_length = max_length or self.model.config.max_seq_len
         self.pad_id = self.tokenizer.pad_id
-        self.chat = (model_dir / CHAT_MARKER).is_file() if chat is None else chat
+        self.chat = chat
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         from slm.finetune.chat import encode_chat

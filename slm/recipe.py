@@ -101,13 +101,16 @@ def evaluate_model(lm, step: EvalStep, out: Path) -> dict[str, float]:
                                step.samples, step.temperature, step.method, step.max_new_tokens, progress=False, echo=False)
 
 
-def run(config: RecipeConfig, device: str = "cpu") -> dict:
+def run(config: RecipeConfig, device: str | None = None) -> dict:
     """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`."""
     from slm.finetune.trainer import finetune
     from slm.lm import load_lm
     from slm.train.state import latest_checkpoint
     from slm.train.trainer import train
 
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
     models = {"base": config.base} if config.evaluate_base else {}
     current = config.base
@@ -153,7 +156,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="configs/recipes/*.yaml")
     p.add_argument("--base", help="the local model folder to start from (overrides the config's base)")
-    p.add_argument("--device", default="cpu", help="evaluation device (training follows the trainer's)")
+    p.add_argument("--device", help="evaluation device, default cuda when available (training follows the trainer's)")
     args, overrides = p.parse_known_args(argv)
     if args.base:
         overrides += ["--base", args.base]

@@ -27,7 +27,7 @@ from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_ada
                                save_adapter)
 from slm.eval.text_metrics import exact_match, token_f1
 from slm.finetune.neftune import NEFTune
-from slm.lm import CHAT_MARKER
+from slm.lm import CHAT_MARKER, SLMAdapter
 from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
 from slm.train.state import latest_checkpoint
@@ -137,14 +137,10 @@ def score(prediction: str, reference: str, metric: str) -> float:
 @torch.no_grad()
 def answer(model, tok, conversations: list[list[dict]], max_new_tokens: int,
            batch_size: int = 16) -> list[str]:
-    """Greedy answers to each conversation's last user turn (its reference answer left out)."""
-    answers = []
-    for i in range(0, len(conversations), batch_size):
-        prompts = [encode_chat(tok, c[:-1], add_generation_prompt=True).input_ids for c in conversations[i : i + batch_size]]
-        width = max(map(len, prompts))
-        out = model.generate(prompts, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
-        answers += [tok.decode(row[width:], skip_special_tokens=True) for row in out.tolist()]
-    return answers
+    """Greedy answers to each conversation's last user turn (its reference answer left out), through
+    the same chat path evaluation uses (slm.lm)."""
+    return SLMAdapter.wrap(model, tok, chat=True).generate([c[:-1] for c in conversations], max_new_tokens,
+                                                           batch_size=batch_size)
 
 
 def evaluate_answers(model, tok, conversations, metric: str, max_new_tokens: int) -> tuple[float, list[str]]:

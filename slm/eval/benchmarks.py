@@ -97,9 +97,9 @@ def run_mcqa(lm: LocalLM, benchmark: str, data: Sequence[str | Path], out: str |
 def run_qa(lm: LocalLM, data: Sequence[str | Path], out: str | Path, unit: str = "words", max_new_tokens: int = 256,
            repetition_penalty: float = 1.0, batch_size: int = 8, echo: bool = True) -> dict:
     """Free-text answers to held-out conversations (their last assistant turn is the reference):
-    exact match, token F1, ROUGE-L, BLEU and the degeneration statistics (slm.eval.text_metrics)."""
+    exact match, token F1, ROUGE-L, BLEU and the degeneration statistics (slm.metrics)."""
     from slm.data.readers import ReadErrors
-    from slm.eval.text_metrics import free_text_report
+    from slm.metrics import free_text_report
     from slm.finetune.instructions import load_conversations
 
     errors = ReadErrors()

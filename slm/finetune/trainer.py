@@ -25,7 +25,7 @@ from slm.finetune.data import collate, pack, truncate
 from slm.finetune.instructions import load_conversations
 from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, no_decay_parameters,
                                save_adapter)
-from slm.eval.text_metrics import exact_match, token_f1
+from slm.metrics import exact_match, token_f1
 from slm.finetune.neftune import NEFTune
 from slm.lm import CHAT_MARKER, SLMAdapter
 from slm.train.config import OptimConfig, TrainConfig

@@ -8,6 +8,9 @@ within one answer, and the share of answers that ran into the token limit withou
 
 Text is split into words (English: lower-cased, punctuation and articles dropped, as SQuAD
 scores) or, for Japanese, which has no spaces, into characters (`unit="chars"`).
+
+A module of its own, outside the pipeline stages: instruction tuning judges its checkpoints with
+exact match and character F1, and evaluation reports all of them; neither stage imports the other.
 """
 
 from __future__ import annotations

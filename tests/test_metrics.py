@@ -2,7 +2,7 @@
 
 import pytest
 
-from slm.eval.text_metrics import (bleu, degeneration, exact_match, free_text_report, longest_repeated_ngram,
+from slm.metrics import (bleu, degeneration, exact_match, free_text_report, longest_repeated_ngram,
                                    distinct_n, rouge_l, token_f1)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from slm.checkpoint import CheckpointError
 from slm.eval import igakuqa, jmed_llm, mcqa
-from slm.eval.benchmarks import run_igakuqa, run_jmed_llm, run_mcqa, run_perplexity, run_qa
+from slm.eval.benchmarks import heldout_documents, run_igakuqa, run_jmed_llm, run_mcqa, run_perplexity, run_qa
 from slm.eval.harness import write_results
 from slm.lm import resolve_model_dir
 from tokenizer.corpus import CorpusError
@@ -54,14 +54,6 @@ def default_out(model: str, benchmark: str) -> Path:
     return Path("runs/eval") / name / benchmark
 
 
-def read_heldout(files: list[str]) -> tuple[list[str], int]:
-    from slm.data.readers import ReadErrors, SourceConfig, read_documents
-
-    errors = ReadErrors()
-    docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=files), errors)]
-    return docs, errors.total
-
-
 def evaluators(args) -> dict:
     """The benchmarks a sweep runs, each as (model, output folder) -> headline numbers."""
     chosen = {}
@@ -77,7 +69,7 @@ def evaluators(args) -> dict:
         else:
             if not args.heldout:
                 raise SystemExit("error: --heldout is needed for perplexity")
-            docs, skipped = read_heldout(args.heldout)
+            docs, skipped = heldout_documents(args.heldout)
             chosen[name] = lambda lm, out, docs=docs, skipped=skipped: run_perplexity(lm, docs, out, skipped, echo=False)
     return chosen
 
@@ -136,6 +128,16 @@ def _model_options(p: argparse.ArgumentParser, method: bool = True) -> None:
                        help="default: 32 for IgakuQA, 512 for JMED-LLM (official), 16 for mcqa (512 with --cot)")
 
 
+def _model_command(commands, name: str, help: str, data_help: str, many: bool = False, method: bool = True):
+    """A subcommand that puts a benchmark to a model: --model, --data, --out and the model options."""
+    p = commands.add_parser(name, help=help)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", nargs="+" if many else None, required=True, help=data_help)
+    p.add_argument("--out")
+    _model_options(p, method)
+    return p
+
+
 def _igakuqa_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shots", type=int, default=3, help="few-shot examples (published: 3)")
     p.add_argument("--shots-file", help="default: prompts/prompt.jsonl beside the data")
@@ -152,30 +154,18 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = p.add_subparsers(dest="command", required=True)
 
-    igaku = commands.add_parser("igakuqa", help="put IgakuQA to a model")
-    igaku.add_argument("--model", required=True)
-    igaku.add_argument("--data", required=True, help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl, prompts/)")
-    igaku.add_argument("--out")
-    _model_options(igaku)
+    igaku = _model_command(commands, "igakuqa", "put IgakuQA to a model",
+                           "the IgakuQA folder (data/<year>/<exam>-<block>.jsonl, prompts/)")
     _igakuqa_options(igaku)
-
-    jmed = commands.add_parser("jmed-llm", help="put the JMED-LLM tasks to a model")
-    jmed.add_argument("--model", required=True)
-    jmed.add_argument("--data", required=True, help="the JMED-LLM datasets folder (<task>.csv)")
-    jmed.add_argument("--out")
-    _model_options(jmed)
+    jmed = _model_command(commands, "jmed-llm", "put the JMED-LLM tasks to a model",
+                          "the JMED-LLM datasets folder (<task>.csv)")
     _jmed_options(jmed)
+    _model_command(commands, "perplexity", "perplexity and bits per character on held-out text",
+                   "text files (documents separated by blank lines) or JSONL", many=True, method=False)
 
-    ppl = commands.add_parser("perplexity", help="perplexity and bits per character on held-out text")
-    ppl.add_argument("--model", required=True)
-    ppl.add_argument("--data", nargs="+", required=True, help="text files (documents separated by blank lines) or JSONL")
-    ppl.add_argument("--out")
-    _model_options(ppl, method=False)
-
-    mc = commands.add_parser("mcqa", help="English medical multiple choice: MedQA, MedMCQA, PubMedQA, MMLU")
+    mc = _model_command(commands, "mcqa", "English medical multiple choice: MedQA, MedMCQA, PubMedQA, MMLU",
+                        "the test files in the benchmark's published schema", many=True)
     mc.add_argument("--benchmark", choices=mcqa.BENCHMARKS, required=True)
-    mc.add_argument("--model", required=True)
-    mc.add_argument("--data", nargs="+", required=True, help="the test files in the benchmark's published schema")
     mc.add_argument("--train", nargs="*", default=[], help="the training split few-shot examples come from")
     mc.add_argument("--shots", type=int, default=0)
     mc.add_argument("--select", choices=["fixed", "knn"], default="fixed", help="the first k, or the k nearest")
@@ -184,17 +174,12 @@ def parser() -> argparse.ArgumentParser:
     mc.add_argument("--samples", type=int, default=1, help="self-consistency: sampled chains voting")
     mc.add_argument("--temperature", type=float, default=0.7)
     mc.add_argument("--cop-base", type=int, default=1, help="MedMCQA: cop counts from 1 (original) or 0")
-    mc.add_argument("--out")
-    _model_options(mc)
 
-    qa = commands.add_parser("qa", help="free-text answers: exact match, F1, ROUGE-L, BLEU, degeneration")
-    qa.add_argument("--model", required=True)
-    qa.add_argument("--data", nargs="+", required=True, help="conversation JSONL; the last assistant turn is the reference")
+    qa = _model_command(commands, "qa", "free-text answers: exact match, F1, ROUGE-L, BLEU, degeneration",
+                        "conversation JSONL; the last assistant turn is the reference", many=True, method=False)
     qa.add_argument("--unit", choices=["words", "chars"], default="words", help="chars for Japanese")
     qa.add_argument("--max-new-tokens", type=int, default=256)
     qa.add_argument("--repetition-penalty", type=float, default=1.0)
-    qa.add_argument("--out")
-    _model_options(qa, method=False)
 
     sweep = commands.add_parser("sweep", help="every checkpoint of a run: sweep.csv and sweep.png")
     sweep.add_argument("run", help="a run folder (runs/<name>, with checkpoints/)")
@@ -251,7 +236,7 @@ def main(argv=None) -> int:
             elif args.command == "qa":
                 run_qa(lm, args.data, out, args.unit, args.max_new_tokens, args.repetition_penalty, args.batch_size)
             else:
-                docs, skipped = read_heldout(args.data)
+                docs, skipped = heldout_documents(args.data)
                 run_perplexity(lm, docs, out, skipped)
     except (igakuqa.IgakuQAError, jmed_llm.JmedLLMError, CorpusError, CheckpointError, FileNotFoundError,
             ValueError) as e:

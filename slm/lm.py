@@ -32,6 +32,7 @@ where the embedding is read, and where the continuations scored by `loglik` end.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, Union
@@ -45,7 +46,8 @@ from slm.model import SLM
 from tokenizer.hf import load_tokenizer
 
 Prompt = Union[str, list[dict]]
-CHAT_MARKER = "chat.json"  # written into instruction-tuned checkpoints (slm.finetune): they answer in the chat format
+CHAT_MARKER = "chat.json"
+PROMPT_CACHE_SIZE = 4096  # encoded prompts kept (a benchmark's questions, each asked more than once)  # written into instruction-tuned checkpoints (slm.finetune): they answer in the chat format
 
 
 class LocalLM(Protocol):
@@ -128,14 +130,27 @@ class _TorchLM:
         raise NotImplementedError
 
     def prompt_length(self, prompt: Prompt) -> int:
-        return len(self.encode_prompt(prompt))
+        return len(self._prompt_ids(prompt))
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        """encode_prompt, remembered for the last prompts: the harness measures a prompt to fit it
+        into the context and then generates from it, and a question's choices share one prompt."""
+        cache = self.__dict__.setdefault("_encoded", OrderedDict())
+        key = prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = self.encode_prompt(prompt)
+            if len(cache) > PROMPT_CACHE_SIZE:
+                cache.popitem(last=False)
+        return cache[key]
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
                  stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[str]:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 (0: greedy) and 0 < top_p <= 1, got {temperature}, {top_p}")
-        ids = [self.encode_prompt(p) for p in prompts]
+        ids = [self._prompt_ids(p) for p in prompts]
         out: list[str] = []
         self.finished: list[bool] = []
         sampling = dict(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty)
@@ -158,11 +173,8 @@ class _TorchLM:
         """
         jobs: dict[tuple[int, ...], int] = {}  # model input -> positions to keep
         needs = []
-        contexts: dict[int, list[int]] = {}  # the choices of one question share its prompt object: encode it once
         for prompt, continuation in requests:
-            if id(prompt) not in contexts:
-                contexts[id(prompt)] = self.encode_prompt(prompt)
-            context, target = contexts[id(prompt)], self.encode_continuation(continuation)
+            context, target = self._prompt_ids(prompt), self.encode_continuation(continuation)
             if not target:
                 raise ValueError(f"continuation {continuation!r} encodes to no tokens")
             key = tuple(context + target[:-1])

@@ -82,12 +82,11 @@ class RecipeConfig(Config):
 
 def evaluate_model(lm, step: EvalStep, out: Path) -> dict[str, float]:
     """The headline numbers of one evaluation step (its files go to `out`)."""
-    from slm.data.readers import ReadErrors, SourceConfig, read_documents
     from slm.eval import benchmarks
 
     if step.benchmark == "perplexity":
-        docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=step.data), ReadErrors())]
-        return benchmarks.run_perplexity(lm, docs, out, echo=False, progress=False)
+        docs, skipped = benchmarks.heldout_documents(step.data)
+        return benchmarks.run_perplexity(lm, docs, out, skipped, echo=False, progress=False)
     if step.benchmark == "qa":
         return benchmarks.run_qa(lm, step.data, out, step.unit, step.max_new_tokens or 256, step.repetition_penalty,
                                  echo=False)

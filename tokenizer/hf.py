@@ -69,7 +69,8 @@ class HFTokenizer:
         """Every token whose text holds a line break ("\n", "\n\n", "<0x0A>", "Ċ"...): generation that
         should end at the line's end stops on any of them (found once, by decoding the vocabulary)."""
         if not hasattr(self, "_newline_ids"):
-            self._newline_ids = [i for i in range(len(self.tok)) if "\n" in self.tok.decode([i])]
+            texts = self.tok.batch_decode([[i] for i in range(len(self.tok))])
+            self._newline_ids = [i for i, text in enumerate(texts) if "\n" in text]
         return self._newline_ids
 
     @property
@@ -78,10 +79,10 @@ class HFTokenizer:
 
     def token_id(self, token: str) -> int:
         """The id of a special token such as "<|user|>"; KeyError when the tokenizer lacks it."""
-        i = self.tok.convert_tokens_to_ids(token)
-        if i is None or (i == self.tok.unk_token_id and token != self.tok.unk_token) or token not in self.tok.get_vocab():
+        vocab = self.tok.get_vocab()
+        if token not in vocab:
             raise KeyError(f"{token!r} is not a token of {self.directory}")
-        return i
+        return vocab[token]
 
     def add_special_tokens(self, tokens: Sequence[str]) -> list[str]:
         added = [t for t in dict.fromkeys(tokens) if t not in self.tok.get_vocab()]

@@ -62,6 +62,15 @@ def run_jmed_llm(lm: LocalLM, data: str | Path, out: str | Path, tasks: Sequence
     return jmed_llm.headline(metrics)
 
 
+def heldout_documents(files: Sequence[str | Path]) -> tuple[list[str], int]:
+    """(documents, unreadable lines skipped) of held-out text files (blank-line separated) or JSONL."""
+    from slm.data.readers import ReadErrors, SourceConfig, read_documents
+
+    errors = ReadErrors()
+    docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=[str(f) for f in files]), errors)]
+    return docs, errors.total
+
+
 def run_perplexity(lm: LocalLM, documents: Sequence[str], out: str | Path, skipped: int = 0, progress: bool = True,
                    echo: bool = True) -> dict:
     """Perplexity and bits per character; `skipped` (unreadable lines of the inputs) is reported."""

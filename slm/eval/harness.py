@@ -102,9 +102,8 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
             if budget < max_new_tokens:
                 answers[item.id].note = f"only {budget} new tokens fit the context (asked {max_new_tokens})"
         bar.update(len(batch))
-    per_call = max(1, batch_size)  # questions per loglik call: their choices share batches
-    for start in range(0, len(to_rank), per_call):
-        batch = to_rank[start : start + per_call]
+    for start in range(0, len(to_rank), batch_size):  # a batch of questions a call: their choices share batches
+        batch = to_rank[start : start + batch_size]
         requests = [(prompt, text) for item, prompt in batch for _, text in item.choices]
         values = iter(lm.loglik(requests, batch_size=batch_size))
         for item, _ in batch:

@@ -29,7 +29,7 @@ from slm.checkpoint import CheckpointError
 from slm.eval import igakuqa, jmed_llm, mcqa
 from slm.eval.benchmarks import heldout_documents, run_igakuqa, run_jmed_llm, run_mcqa, run_perplexity, run_qa
 from slm.eval.harness import write_results
-from slm.lm import resolve_model_dir
+from slm.runs import display_name, resolve_model_dir
 from tokenizer.corpus import CorpusError
 
 BENCHMARKS = ("igakuqa", "jmed-llm", "perplexity")
@@ -49,9 +49,7 @@ def load_model(args, path):
 
 def default_out(model: str, benchmark: str) -> Path:
     """runs/eval/<run>-<checkpoint>/<benchmark>: a checkpoint is named with its run."""
-    path = resolve_model_dir(model).resolve()
-    name = f"{path.parent.parent.name}-{path.name}" if path.parent.name == "checkpoints" else path.name
-    return Path("runs/eval") / name / benchmark
+    return Path("runs/eval") / display_name(resolve_model_dir(model)) / benchmark
 
 
 def evaluators(args) -> dict:

@@ -59,7 +59,7 @@ def build_model(workdir: Path, threads: int) -> SLMAdapter:
     SLM(config).save_pretrained(workdir / "model")
     tok.save(workdir / "model" / "tokenizer")
     torch.set_num_threads(threads)
-    return SLMAdapter(workdir / "model")
+    return SLMAdapter.from_folder(workdir / "model")
 
 
 def main() -> None:

@@ -7,23 +7,22 @@ generates, and report its held-out perplexity before and after training.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
+from slm import runs
 from slm.generate import RECOMMENDED
 from slm.model import SLM
-from slm.train.state import latest_checkpoint
 from tokenizer import JapaneseTokenizer
 
 PROMPTS = ["糖尿病の既往歴があり、", "胸部X線で浸潤影を認め"]
 
 
 def run(run_dir: Path, seed: int = 0) -> dict:
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    checkpoint = runs.latest_checkpoint(runs.checkpoints_dir(run_dir))
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint; run train.py first")
-    model, tok = SLM.from_pretrained(checkpoint), JapaneseTokenizer.load(checkpoint / "tokenizer")
+    model, tok = SLM.from_pretrained(checkpoint), JapaneseTokenizer.load(checkpoint / runs.TOKENIZER_DIR)
     print(f"checkpoint {checkpoint}: {model.num_params():,} parameters, vocabulary {tok.vocab_size:,}")
     prompts = [tok.encode(p, add_bos=True) for p in PROMPTS]
     texts = {}
@@ -33,14 +32,13 @@ def run(run_dir: Path, seed: int = 0) -> dict:
         texts[name] = [tok.decode(row, skip_special_tokens=True) for row in out.tolist()]
         for text in texts[name]:
             print(f"{name:>8}: {text}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if r["kind"] == "eval"]
+    evals = runs.read_log(run_dir, "eval")
     ppl = {}
     if evals:
         ppl = {"before": math.exp(evals[0]["eval_loss"]), "after": math.exp(evals[-1]["eval_loss"]),
                "steps": evals[-1]["step"]}
         print(f"held-out perplexity: {ppl['before']:.1f} before training, {ppl['after']:.1f} after {ppl['steps']} steps")
-    print(f"loss curve: {run_dir / 'loss.png'}")
+    print(f"loss curve: {run_dir / runs.LOSS_PLOT}")
     return {"texts": texts, "perplexity": ppl}
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from slm.model import SLM, KVCache
+if TYPE_CHECKING:  # slm.model imports this module for SLM.generate
+    from slm.model import SLM
 
 
 # The decoding we recommend for free text from slm models: nucleus sampling at a moderate
@@ -117,7 +119,7 @@ def generate(
         seen.scatter_(1, torch.where(attention_mask.bool(), input_ids, config.vocab_size), True)
         seen = seen[:, : config.vocab_size]
 
-    cache = KVCache(config, B, T + max_new_tokens, device, next(model.parameters()).dtype) if use_cache else None
+    cache = model.new_kv_cache(B, T + max_new_tokens) if use_cache else None
     padded = not bool(attention_mask.all())  # without padding, attention takes the fast causal path
     was_training = model.training
     model.eval()  # no dropout while generating

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from slm.checkpoint import atomic_write, build_model, model_tensors
+from slm.checkpoint import CONFIG_NAME, atomic_write
 from slm.config import ConfigError, ModelConfig
 from slm.model import SLM
 
@@ -154,7 +154,7 @@ def _gemma3_fields(config: ModelConfig) -> dict:
 def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it."""
     config = model.config
-    tensors = model_tensors(model)
+    tensors = model.state_tensors()
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     out_dtype = tensors["embed.weight"].dtype
@@ -284,4 +284,18 @@ def load(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
         if name == "lm_head.weight" and config.tie_embeddings:
             continue  # some tied checkpoints still store the head; the embedding is used
         tensors[_rename(name, to_hf=False, sandwich=config.sandwich_norm)] = t
-    return build_model(config, tensors, str(directory), device=device, dtype=dtype)
+    return SLM.from_tensors(config, tensors, str(directory), device=device, dtype=dtype)
+
+
+def load_model_folder(directory: str | Path, device=None, dtype=None, **overrides) -> SLM:
+    """Ours (config.json with d_model) or a transformers Llama/Mistral/Arcee/Gemma/Qwen2 folder
+    (config.json with model_type), as an SLM; `overrides` change config fields (e.g. dropout)."""
+    directory = Path(directory)
+    if "model_type" in json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")):
+        return load(directory, device=device, dtype=dtype, **overrides)
+    model = SLM.from_pretrained(directory, device=device, dtype=dtype)
+    if overrides:  # the same weights under a changed config (dropout, attention backend, ...)
+        changed = SLM(model.config.replace(**overrides)).to(device=device, dtype=next(model.parameters()).dtype)
+        changed.load_state_dict(model.state_dict())
+        model = changed
+    return model

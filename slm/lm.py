@@ -5,7 +5,8 @@ embeds them; the synthetic textbooks (slm.data.synth) ask one to write; the
 benchmarks (slm.eval) ask it questions and compare the likelihoods of answers.
 They only need `LocalLM`:
 
-- `generate`: continuations of prompts (greedy or sampled);
+- `generate`: continuations of prompts (greedy or sampled), each a `Completion` that says
+  whether it finished on its own;
 - `loglik`: the log-probability of given continuations of prompts;
 - `embed`: the last hidden state at each text's last token (report §2.1).
 
@@ -15,12 +16,12 @@ its chat template and a text as one user turn; a model without one (a base model
 reads a conversation as plain text (`plain_text`), so few-shot prompts stay usable.
 
 Two adapters:
-- `SLMAdapter`: our checkpoints (slm.checkpoint folders with the tokenizer in
-  `tokenizer/`), including a LoRA adapter on its base;
+- `SLMAdapter`: one of our models with its tokenizer, in memory or from a checkpoint
+  folder (`SLMAdapter.from_folder`), including a LoRA adapter on its base;
 - `HFAdapter`: a transformers causal LM in a local folder (never downloaded), so
   baselines go through the same code.
 
-`load_lm(path)` picks the adapter from the folder, after `resolve_model_dir` has
+`load_lm(path)` picks the adapter from the folder, after `slm.runs.resolve_model_dir` has
 turned a run folder or a `best`/`latest` pointer into a checkpoint folder. Tests
 and users can pass any other object with the same methods (and a `name`).
 
@@ -34,20 +35,31 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Union
 
 import numpy as np
 import torch
 
-from slm.checkpoint import load_model_folder
+from slm import runs
+from slm.chat import encode_chat
 from slm.generate import left_pad
+from slm.hf import load_model_folder
+from slm.lora import ADAPTER_CONFIG, load_adapter, merge_lora
 from slm.model import SLM
 from tokenizer.hf import load_tokenizer
 
 Prompt = Union[str, list[dict]]
-CHAT_MARKER = "chat.json"
-PROMPT_CACHE_SIZE = 4096  # encoded prompts kept (a benchmark's questions, each asked more than once)  # written into instruction-tuned checkpoints (slm.finetune): they answer in the chat format
+PROMPT_CACHE_SIZE = 4096  # encoded prompts kept (a benchmark's questions, each asked more than once)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What `generate` gives for one prompt."""
+
+    text: str  # the continuation, the prompt left out
+    finished: bool  # it ended on its own (a stop token), not at the token limit
 
 
 class LocalLM(Protocol):
@@ -57,9 +69,8 @@ class LocalLM(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[str]:
-        """The continuation of each prompt (the prompt itself left out); temperature 0 is greedy.
-        Afterwards `finished` says which continuations ended on their own (not at the token limit)."""
+                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[Completion]:
+        """The continuation of each prompt and whether it finished; temperature 0 is greedy."""
         ...
 
     def loglik(self, requests: Sequence[tuple[Prompt, str]], batch_size: int = 8) -> list[float]:
@@ -113,12 +124,15 @@ class _TorchLM:
     same prompts, seed and batch size give the same texts without touching global RNGs.
     """
 
-    name: str
-    dim: int  # the hidden size, the width of `embed`'s output
-    chat: bool
-    max_length: int | None
-    pad_id: int
-    device: torch.device
+    def __init__(self, *, name: str, chat: bool, max_length: int | None, pad_id: int, dim: int,
+                 device: torch.device):
+        self.name = name
+        self.chat = chat
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.dim = dim  # the hidden size, the width of `embed`'s output
+        self.device = torch.device(device)
+        self._encoded: OrderedDict = OrderedDict()  # see _prompt_ids
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         raise NotImplementedError
@@ -135,7 +149,7 @@ class _TorchLM:
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         """encode_prompt, remembered for the last prompts: the harness measures a prompt to fit it
         into the context and then generates from it, and a question's choices share one prompt."""
-        cache = self.__dict__.setdefault("_encoded", OrderedDict())
+        cache = self._encoded
         key = prompt if isinstance(prompt, str) else tuple((m["role"], m["content"]) for m in prompt)
         if key in cache:
             cache.move_to_end(key)
@@ -147,19 +161,18 @@ class _TorchLM:
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None, batch_size: int = 8,
-                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[str]:
+                 stop_at_newline: bool = False, repetition_penalty: float = 1.0) -> list[Completion]:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 (0: greedy) and 0 < top_p <= 1, got {temperature}, {top_p}")
         ids = [self._prompt_ids(p) for p in prompts]
-        out: list[str] = []
-        self.finished: list[bool] = []
+        out: list[Completion] = []
         sampling = dict(temperature=temperature, top_p=top_p, repetition_penalty=repetition_penalty)
         for k, start in enumerate(range(0, len(ids), batch_size)):
             batch_seed = None if seed is None else seed + k
             texts, finished = self._generate_batch(ids[start : start + batch_size], max_new_tokens, sampling, batch_seed,
                                                    stop_at_newline)
-            out += [t.split("\n", 1)[0] for t in texts] if stop_at_newline else texts
-            self.finished += finished
+            texts = [t.split("\n", 1)[0] for t in texts] if stop_at_newline else texts
+            out += [Completion(t, f) for t, f in zip(texts, finished)]
         return out
 
     @torch.no_grad()
@@ -229,85 +242,49 @@ class _TorchLM:
         raise NotImplementedError
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """The checkpoint folder that `path` means: a model folder itself; a run folder (its
-    `checkpoints/best` when instruction tuning kept one, else the newest complete checkpoint);
-    or a `best` / `latest` pointer file in a run's checkpoints folder (`runs/<name>/best` for short)."""
-    from slm.train.state import latest_checkpoint
-
-    path = Path(path)
-    if not path.exists() and path.name in ("best", "latest") and (path.parent / "checkpoints" / path.name).is_file():
-        path = path.parent / "checkpoints" / path.name  # runs/<name>/best reads as runs/<name>/checkpoints/best
-    if path.is_file() and path.name in ("best", "latest"):
-        text = path.read_text().strip()
-        name = json.loads(text)["checkpoint"] if text.startswith("{") else text
-        return path.parent / name
-    if (path / "checkpoints").is_dir():
-        if (path / "checkpoints" / "best").is_file():
-            return resolve_model_dir(path / "checkpoints" / "best")
-        found = latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise FileNotFoundError(f"{path}/checkpoints holds no complete checkpoint")
-        return found
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model folder, run folder or checkpoint pointer")
-    return path
-
-
 def _lora_base(model_dir: Path) -> Path:
-    """The base a LoRA checkpoint was trained on: the `init_from` of its run's config.yaml."""
-    import yaml
-
-    run_config = model_dir.parent.parent / "config.yaml"
-    base = yaml.safe_load(run_config.read_text()).get("init_from") if run_config.is_file() else None
+    """The base a LoRA checkpoint was trained on: the `init_from` of its run's config."""
+    run = runs.run_of(model_dir)
+    base = runs.run_config(run).get("init_from") if run is not None else None
     if not base:
-        raise FileNotFoundError(f"{model_dir} is a LoRA adapter and {run_config} names no base model; pass its base")
+        raise FileNotFoundError(f"{model_dir} is a LoRA adapter and its run's {runs.CONFIG_FILE} names no base "
+                                "model; pass its base")
     return Path(base)
 
 
 class SLMAdapter(_TorchLM):
-    """One of our checkpoints: `<model_dir>/config.json`, the weights, and `<model_dir>/tokenizer/`;
-    or a LoRA adapter folder, put on its base (`base`, else the run's `init_from`) and merged.
+    """One of our models with its tokenizer: in memory (a trainer judging its checkpoints by their
+    answers), or from a checkpoint folder (`from_folder`).
 
-    chat: None reads it from the checkpoint (instruction tuning marks its checkpoints with
-    chat.json); a base model reads conversations as plain text.
+    chat: prompts go through the chat template; a base model reads conversations as plain text.
     Texts are encoded with <begin_of_text> first, as generation prompts are, which also
     gives an empty text one token to embed. Embedding inputs are cut to `max_length`
     tokens (default: the model's max_seq_len), keeping the start of the text.
     """
 
-    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                 max_length: int | None = None, base: str | Path | None = None, chat: bool | None = None):
-        from slm.finetune.lora import ADAPTER_CONFIG, load_adapter, merge_lora
-
-        model_dir = Path(model_dir)
-        self.name = model_dir.resolve().name
-        if (model_dir / ADAPTER_CONFIG).is_file():
-            base_model = load_model_folder(base or _lora_base(model_dir), dtype=torch.float32)
-            self.model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
-        else:
-            self.model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
-        self.tokenizer = load_tokenizer(model_dir / "tokenizer")  # ours, or the transformers one it was tuned with
-        self._attach(device, max_length, (model_dir / CHAT_MARKER).is_file() if chat is None else chat)
+    def __init__(self, model: SLM, tokenizer, *, chat: bool, name: str = "in-memory", max_length: int | None = None):
+        super().__init__(name=name, chat=chat, max_length=max_length or model.config.max_seq_len,
+                         pad_id=tokenizer.pad_id, dim=model.config.d_model, device=next(model.parameters()).device)
+        self.model, self.tokenizer = model, tokenizer
 
     @classmethod
-    def wrap(cls, model: SLM, tokenizer, chat: bool, name: str = "in-training") -> SLMAdapter:
-        """An adapter over a model in memory (a trainer judging its checkpoints by their answers)."""
-        lm = cls.__new__(cls)
-        lm.name, lm.model, lm.tokenizer = name, model, tokenizer
-        lm._attach(next(model.parameters()).device, None, chat)
-        return lm
-
-    def _attach(self, device, max_length: int | None, chat: bool) -> None:
-        self.device = torch.device(device)
-        self.dim = self.model.config.d_model
-        self.max_length = max_length or self.model.config.max_seq_len
-        self.pad_id = self.tokenizer.pad_id
-        self.chat = chat
+    def from_folder(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                    max_length: int | None = None, base: str | Path | None = None,
+                    chat: bool | None = None) -> SLMAdapter:
+        """A checkpoint folder (`<model_dir>/config.json`, the weights, `<model_dir>/tokenizer/`), or a
+        LoRA adapter folder put on its base (`base`, else its run's `init_from`) and merged.
+        chat: None reads it from the checkpoint (instruction tuning marks its checkpoints)."""
+        model_dir = Path(model_dir)
+        if (model_dir / ADAPTER_CONFIG).is_file():
+            base_model = load_model_folder(base or _lora_base(model_dir), dtype=torch.float32)
+            model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
+        else:
+            model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
+        tokenizer = load_tokenizer(model_dir / runs.TOKENIZER_DIR)  # ours, or the transformers one it was tuned with
+        return cls(model, tokenizer, chat=runs.is_chat(model_dir) if chat is None else chat,
+                   name=model_dir.resolve().name, max_length=max_length)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        from slm.finetune.chat import encode_chat
-
         if self.chat:
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
             return encode_chat(self.tokenizer, messages, add_generation_prompt=True).input_ids
@@ -358,23 +335,21 @@ class HFAdapter(_TorchLM):
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                  max_length: int | None = None, chat: bool | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # optional heavy dependency: transformers
 
         model_dir = Path(model_dir)
-        self.name = model_dir.resolve().name
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            if self.tokenizer.eos_token is None:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
                 raise ValueError(f"{model_dir}: the tokenizer has neither a pad nor an eos token to pad batches with")
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.pad_id = self.tokenizer.pad_token_id
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=dtype or "auto")
-        self.model.to(device).eval()
-        self.device = torch.device(device)
-        self.dim = self.model.config.get_text_config().hidden_size
-        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", None)
-        self.chat = self.tokenizer.chat_template is not None if chat is None else chat
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=dtype or "auto")
+        super().__init__(name=model_dir.resolve().name,
+                         chat=tokenizer.chat_template is not None if chat is None else chat,
+                         max_length=max_length or getattr(model.config, "max_position_embeddings", None),
+                         pad_id=tokenizer.pad_token_id, dim=model.config.get_text_config().hidden_size, device=device)
+        self.tokenizer, self.model = tokenizer, model.to(device).eval()
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         if self.chat:
@@ -442,11 +417,9 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.d
     """The adapter for a local model: transformers configs name a "model_type"; ours
     (slm.config.ModelConfig) have "d_model" and never a "model_type"; a LoRA adapter folder
     has adapter_config.json and goes onto `base` (default: its run's init_from)."""
-    from slm.finetune.lora import ADAPTER_CONFIG
-
-    path = resolve_model_dir(path)
+    path = runs.resolve_model_dir(path)
     if (path / ADAPTER_CONFIG).is_file():
-        return SLMAdapter(path, device=device, dtype=dtype, base=base, chat=chat)
+        return SLMAdapter.from_folder(path, device=device, dtype=dtype, base=base, chat=chat)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{path} is not a model folder: config.json is missing")
@@ -454,5 +427,5 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.d
     if "model_type" in config:
         return HFAdapter(path, device=device, dtype=dtype, chat=chat)
     if "d_model" in config:
-        return SLMAdapter(path, device=device, dtype=dtype, chat=chat)
+        return SLMAdapter.from_folder(path, device=device, dtype=dtype, chat=chat)
     raise ValueError(f"{config_path}: neither a transformers config (model_type) nor an slm ModelConfig (d_model)")

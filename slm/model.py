@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
+from slm.checkpoint import WEIGHTS_NAME, CheckpointError, read_model_folder, write_model_folder
 from slm.config import ModelConfig
+from slm.generate import generate
 
 
 class RMSNorm(nn.Module):
@@ -490,20 +493,61 @@ class SLM(nn.Module):
             loss = total / (target != -100).sum().clamp(min=1)
         return ModelOutput(logits=logits, loss=loss)
 
-    # Persistence and generation live in their own modules; these are the entry points.
+    # Persistence and generation live in their own modules (slm.checkpoint, slm.generate), which
+    # never import this one; these are the entry points.
+
+    def new_kv_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache for incremental decoding, on the model's device and in its dtype."""
+        weight = next(self.parameters())
+        return KVCache(self.config, batch_size, max_len, weight.device, weight.dtype)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors as saved: contiguous, on CPU, a tied LM head stored once (as the embedding)."""
+        state = self.state_dict()
+        if self.config.tie_embeddings:
+            state.pop("lm_head.weight")
+        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    @classmethod
+    def from_tensors(cls, config: ModelConfig, tensors: dict[str, torch.Tensor], source: str, device=None,
+                     dtype=None) -> SLM:
+        """A model with the given tensors as its weights, in eval mode; every tensor's name and shape
+        is checked against the config first (CheckpointError naming `source`), and nothing is
+        allocated twice or randomly initialised."""
+        with torch.device("meta"):
+            model = cls(config)
+        _check_tensors(model, tensors, source)
+        model.load_state_dict(tensors, strict=not config.tie_embeddings, assign=True)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.embed.weight
+        model.to(device=device, dtype=dtype)
+        return model.eval()  # dropout off; a trainer calls .train()
 
     def save_pretrained(self, directory) -> None:
-        from slm.checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
+        write_model_folder(directory, self.state_tensors(), self.config)
 
     @classmethod
     def from_pretrained(cls, directory, device=None, dtype=None) -> SLM:
-        from slm.checkpoint import load_pretrained
-
-        return load_pretrained(directory, device=device, dtype=dtype)
+        """A folder written by `save_pretrained`, in eval mode, in the saved dtype unless `dtype` is given."""
+        config, tensors = read_model_folder(directory, device)
+        return cls.from_tensors(config, tensors, str(Path(directory) / WEIGHTS_NAME), device=device, dtype=dtype)
 
     def generate(self, input_ids, **kwargs) -> torch.Tensor:
-        from slm.generate import generate
-
         return generate(self, input_ids, **kwargs)
+
+
+def _check_tensors(model: SLM, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError listing every missing, unexpected or mis-shaped tensor."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        expected.pop("lm_head.weight")
+    problems = []
+    for name, shape in expected.items():
+        if name not in tensors:
+            problems.append(f"missing tensor {name!r} (config expects shape {shape})")
+        elif tuple(tensors[name].shape) != shape:
+            problems.append(f"tensor {name!r} has shape {tuple(tensors[name].shape)}, config expects {shape}")
+    problems += [f"unexpected tensor {name!r} with shape {tuple(t.shape)}" for name, t in tensors.items() if name not in expected]
+    if problems:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CheckpointError(f"{source} does not match its config:\n  " + "\n  ".join(problems[:10]) + more)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from slm import runs
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 
@@ -104,7 +105,6 @@ def run(config: RecipeConfig, device: str | None = None) -> dict:
     """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`."""
     from slm.finetune.trainer import finetune
     from slm.lm import load_lm
-    from slm.train.state import latest_checkpoint
     from slm.train.trainer import train
 
     import torch
@@ -116,7 +116,7 @@ def run(config: RecipeConfig, device: str | None = None) -> dict:
     if config.pretrain is not None:
         pretrain = config.pretrain_config()
         train(pretrain)
-        current = str(latest_checkpoint(Path(pretrain.out) / "checkpoints"))
+        current = str(runs.latest_checkpoint(runs.checkpoints_dir(pretrain.out)))
         models["pretrained"] = current
     if config.finetune is not None:
         tuning = config.finetune_config(current)
@@ -124,8 +124,8 @@ def run(config: RecipeConfig, device: str | None = None) -> dict:
         if "final" in result:  # staged: the last stage's result
             current = result["final"]
         else:  # the checkpoint judged best by its answers (a LoRA one is put on its base when loaded)
-            checkpoints = Path(tuning.out) / "checkpoints"
-            current = str(checkpoints / result["best"][1] if result["best"] else latest_checkpoint(checkpoints))
+            checkpoints = runs.checkpoints_dir(tuning.out)
+            current = str(checkpoints / result["best"][1] if result["best"] else runs.latest_checkpoint(checkpoints))
         models["finetuned"] = current
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, path in models.items():

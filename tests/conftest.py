@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from slm.config import ModelConfig
+from slm.lm import Completion
 from slm.model import SLM
 
 
@@ -115,7 +116,7 @@ class ScriptedLM:
     def generate(self, prompts, max_new_tokens=256, batch_size=8, stop_at_newline=False, **kwargs):
         self.generated += prompts
         self.budgets.append(max_new_tokens)
-        return [next((v for k, v in self.outputs.items() if k in self._last_user(p)), "") for p in prompts]
+        return [Completion(next((v for k, v in self.outputs.items() if k in self._last_user(p)), ""), True) for p in prompts]
 
     def loglik(self, requests, batch_size=8):
         return [next((v for (k, c), v in self.scores.items() if k in self._last_user(p) and c == cont), -10.0)

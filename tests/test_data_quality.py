@@ -6,6 +6,7 @@ import pytest
 
 from slm.config import ConfigError
 from slm.data.document import Document
+from slm.lm import Completion
 from slm.data.quality import (
     DEFAULT_PROMPT,
     FileLabels,
@@ -34,7 +35,7 @@ class FakeLM:
 
     def generate(self, prompts, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None, batch_size=8):
         self.prompts += prompts
-        return ["This text is fine." if "壊" in p else "品質は高です" if "良" in p else "低" for p in prompts]
+        return [Completion("This text is fine." if "壊" in p else "品質は高です" if "良" in p else "低", True) for p in prompts]
 
     def embed(self, texts, batch_size=8):
         return np.array([[float(c in t) for c in "良悪壊"] for t in texts], dtype=np.float32)

@@ -3,6 +3,7 @@ from collections import Counter
 import pytest
 
 from slm.data import synth
+from slm.lm import Completion
 from slm.data.synth import TEMPLATES, TOPIC_FILES, default_topics, generate_textbooks, load_topics, write_jsonl
 from tokenizer.corpus import read_jsonl_records
 
@@ -17,7 +18,7 @@ class ScriptedLM:
 
     def generate(self, prompts, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None, batch_size=8):
         self.calls.append((list(prompts), seed))
-        return [self.write(p, seed) for p in prompts]
+        return [Completion(self.write(p, seed), True) for p in prompts]
 
 
 def test_shipped_topics_and_templates():

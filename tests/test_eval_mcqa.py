@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ScriptedLM
 from slm.eval.mcqa import conversation, evaluate, extract_choice, knn_shots, load, wilson
-from slm.lm import plain_text
+from slm.lm import Completion, plain_text
 
 LABELS = list("ABCD")
 
@@ -112,7 +112,7 @@ class Sampler(ScriptedLM):
     def generate(self, prompts, max_new_tokens=256, temperature=0.0, seed=None, **kwargs):
         chains = {0: "The answer is B.", 1000: "the answer is (B)", 2000: "Answer: C"}
         self.generated += prompts
-        return [chains[seed] for _ in prompts]
+        return [Completion(chains[seed], False) for _ in prompts]
 
 
 def test_self_consistency_takes_the_majority_of_sampled_chains(files):

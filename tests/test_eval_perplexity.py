@@ -8,7 +8,7 @@ from slm.lm import SLMAdapter
 
 
 def test_perplexity_sums_documents_and_bits_per_character_divides_by_their_characters(slm_dir):
-    lm = SLMAdapter(slm_dir, max_length=16)
+    lm = SLMAdapter.from_folder(slm_dir, max_length=16)
     docs = ["糖尿病の既往歴があり、ＨｂＡ１ｃ 7.2%で内服加療中。" * 4, "発熱あり。"]
     result = perplexity(lm, docs)
     parts = [lm.document_nll(d) for d in docs]

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from conftest import SAMPLE_CORPUS
 from slm.config import ConfigError, ModelConfig
-from slm.finetune.chat import USER
+from slm.chat import USER
 from slm.finetune.instructions import load_conversations, to_messages
 from slm.finetune.trainer import ChatLoader, FinetuneConfig, finetune, score
 from slm.data.readers import ReadErrors
@@ -80,7 +80,7 @@ def test_full_finetune_adds_chat_tokens_learns_the_answers_and_keeps_the_best(tm
     # evaluation finds the best checkpoint from the run folder and answers in the chat format
     lm = load_lm(run)
     assert lm.chat and lm.name == best["checkpoint"]
-    assert lm.generate([chat(QUESTIONS[0], "")["messages"][:-1]], max_new_tokens=4) == ["はい"]
+    assert [c.text for c in lm.generate([chat(QUESTIONS[0], "")["messages"][:-1]], max_new_tokens=4)] == ["はい"]
 
 
 def test_lora_finetune_saves_only_the_adapter_and_new_rows(tmp_path, base, files):
@@ -107,7 +107,7 @@ def test_resumed_finetune_repeats_the_losses(tmp_path, base, files):
 
 
 def test_chat_loader_is_resumable_and_ranks_are_disjoint():
-    from slm.finetune.chat import Encoded
+    from slm.chat import Encoded
 
     rows = [[Encoded([i, i, i], [-100, i, i])] for i in range(10)]
     one = ChatLoader(rows, 4, 2, pad_id=0, seed=3)

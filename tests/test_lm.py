@@ -67,19 +67,19 @@ def test_slm_embeds_texts_longer_than_the_context_by_their_start(slm_dir, slm_lm
     long_text = "患者は発熱と咳嗽を主訴に来院した。" * 60
     assert len(slm_lm.tokenizer.encode(long_text)) > slm_lm.model.config.max_seq_len
     assert slm_lm.embed([long_text]).shape == (1, slm_lm.dim)
-    short = SLMAdapter(slm_dir, max_length=8)
+    short = SLMAdapter.from_folder(slm_dir, max_length=8)
     start = slm_lm.tokenizer.decode(slm_lm.tokenizer.encode(long_text, add_bos=True)[1:8])
     np.testing.assert_allclose(short.embed([long_text]), slm_lm.embed([start]), atol=1e-5)
 
 
 def test_slm_generate_returns_the_decoded_continuation_only(slm_lm):
     prompts = ["糖尿病の既往歴があり、", "胸部X線で"]
-    texts = slm_lm.generate(prompts, max_new_tokens=6)
+    texts = [c.text for c in slm_lm.generate(prompts, max_new_tokens=6)]
     for prompt, text in zip(prompts, texts):
         ids = slm_lm.tokenizer.encode(prompt, add_bos=True)
         out = slm_lm.model.generate([ids], max_new_tokens=6)
         assert text == slm_lm.tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=True)
-        assert slm_lm.generate([prompt], max_new_tokens=6) == [text]  # the same alone as left-padded
+        assert [c.text for c in slm_lm.generate([prompt], max_new_tokens=6)] == [text]  # the same alone as left-padded
 
 
 @pytest.mark.parametrize("lm_name", ["slm_lm", "hf_lm"])
@@ -90,14 +90,14 @@ def test_sampling_is_reproducible_by_seed_and_leaves_the_global_rng_alone(lm_nam
     first = lm.generate(prompts, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=3, batch_size=2)
     assert torch.equal(torch.get_rng_state(), state)
     assert lm.generate(prompts, max_new_tokens=8, temperature=1.0, top_p=0.95, seed=3, batch_size=2) == first
-    assert len(first) == 3 and all(isinstance(t, str) for t in first)
+    assert len(first) == 3 and all(isinstance(c.text, str) for c in first)
     with pytest.raises(ValueError, match="temperature"):
         lm.generate(prompts, temperature=-1.0)
 
 
 def test_hf_generate_continues_each_prompt_greedily(hf_lm):
     prompts = ["発熱", "咳嗽と喀痰"]
-    texts = hf_lm.generate(prompts, max_new_tokens=5)
+    texts = [c.text for c in hf_lm.generate(prompts, max_new_tokens=5)]
     enc = hf_lm.tokenizer([prompts[1]], return_tensors="pt")
     out = hf_lm.model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=hf_lm.tokenizer.pad_token_id)
     assert texts[1] == hf_lm.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -129,12 +129,12 @@ def test_plain_text_reads_a_few_shot_conversation_as_a_base_model_would():
 
 
 def test_slm_prompts_are_plain_for_a_base_model_and_the_chat_template_for_an_instruct_one(slm_dir, tok):
-    from slm.finetune.chat import encode_chat, ensure_chat_tokens
+    from slm.chat import encode_chat, ensure_chat_tokens
     from slm.lm import plain_text
 
-    base = SLMAdapter(slm_dir)
+    base = SLMAdapter.from_folder(slm_dir)
     assert not base.chat and base.encode_prompt(CONVERSATION) == tok.encode(plain_text(CONVERSATION), add_bos=True)
-    chat = SLMAdapter(slm_dir, chat=True)
+    chat = SLMAdapter.from_folder(slm_dir, chat=True)
     ensure_chat_tokens(chat.tokenizer)  # the session tokenizer reserves them already
     assert chat.encode_prompt(CONVERSATION) == encode_chat(chat.tokenizer, CONVERSATION, add_generation_prompt=True).input_ids
     assert chat.encode_prompt("Q") == encode_chat(chat.tokenizer, [{"role": "user", "content": "Q"}], True).input_ids
@@ -185,8 +185,8 @@ def test_document_nll_in_windows_scores_every_token_once(lm_name, request):
 
 
 def test_model_paths_resolve_runs_pointers_and_lora_adapters(slm_dir, tok, tmp_path):
-    from slm.finetune.lora import LoRAConfig, apply_lora, save_adapter
-    from slm.lm import resolve_model_dir
+    from slm.lora import LoRAConfig, apply_lora, save_adapter
+    from slm.runs import resolve_model_dir
 
     checkpoints = tmp_path / "run" / "checkpoints"
     for step in ("step-0000100", "step-0000200"):
@@ -240,5 +240,5 @@ def test_finished_says_which_answers_stopped_on_their_own(lm_name, request, monk
         return torch.tensor([[lm.pad_id] * (width - len(r)) + r for r in ids])
 
     monkeypatch.setattr(lm.model, "generate", fake_generate)
-    texts = lm.generate(["発熱", "咳嗽"], max_new_tokens=4)
-    assert lm.finished == [True, False] and len(texts) == 2
+    completions = lm.generate(["発熱", "咳嗽"], max_new_tokens=4)
+    assert [c.finished for c in completions] == [True, False]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import small_config, small_model
 from slm.config import ModelConfig
-from slm.model import SLM, KVCache, doc_position_ids
+from slm.model import SLM, doc_position_ids
 
 
 def test_report_model_size_on_meta_device():
@@ -115,7 +115,7 @@ def test_kv_cache_forward_equals_full_forward():
     model = small_model()
     ids = torch.randint(0, 256, (2, 10))
     full = model(ids).logits
-    cache = KVCache(model.config, 2, 10)
+    cache = model.new_kv_cache(2, 10)
     pieces = []
     for start, end in [(0, 4), (4, 7), (7, 8), (8, 10)]:  # prefill, a chunk, single tokens
         pieces.append(model(ids[:, start:end], kv_cache=cache).logits)

@@ -28,7 +28,7 @@ def test_the_notebooks_are_committed_without_outputs_and_say_what_they_run_on():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, request):
     """The demo's pretraining run when `make demo` has written it, else a tiny one trained here."""
-    from slm.train.state import complete_checkpoints
+    from slm.runs import complete_checkpoints
 
     if len(complete_checkpoints(DEMO_RUN / "checkpoints")) >= 2:
         return DEMO_RUN

@@ -296,12 +296,12 @@ def test_a_loss_spike_stops_or_rolls_back(tmp_path, data_dir, monkeypatch, actio
 
 
 def test_retention_keeps_the_last_and_every_nth(tmp_path):
-    from slm.train import state
+    from slm import runs
 
     ckpts = tmp_path / "checkpoints"
     for step in range(1, 8):
-        tmp = state.begin(ckpts, step)
+        tmp = runs.begin(ckpts, step)
         (tmp / "trainer_state" / "trainer.json").write_text("{}")
-        state.commit(tmp, ckpts, step, keep_last=2, keep_every=3)
+        runs.commit(tmp, ckpts, step, keep_last=2, keep_every=3)
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-0000003", "step-0000006", "step-0000007"]
-    assert state.latest_checkpoint(ckpts).name == "step-0000007"
+    assert runs.latest_checkpoint(ckpts).name == "step-0000007"

@@ -102,7 +102,8 @@ def label_with_lm(lm: LocalLM, docs: Sequence[Document], prompt_template: str = 
     prompts = [prompt_template.replace("{text}", snippet(d.text, max_chars)) for d in docs]
     answers: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="labelling", unit="batch", disable=not progress):
-        answers += lm.generate(prompts[start : start + batch_size], max_new_tokens=max_new_tokens, batch_size=batch_size)
+        answers += [c.text for c in lm.generate(prompts[start : start + batch_size], max_new_tokens=max_new_tokens,
+                                                 batch_size=batch_size)]
     labels = [parse_label(a) for a in answers]
     bad = [a for a, label in zip(answers, labels) if label is None]
     if bad:

@@ -129,8 +129,8 @@ def generate_textbooks(lm: LocalLM, topics: Mapping[str, Sequence[str]],
             outputs = lm.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                   seed=seed + batch_index, batch_size=batch_size)
             stats["prompts"] += len(batch)
-            for (kind, topic, name), text in zip(batch, outputs):
-                text = text.strip()
+            for (kind, topic, name), completion in zip(batch, outputs):
+                text = completion.text.strip()
                 key = hashlib.blake2b(normalise(text).encode("utf-8"), digest_size=16).digest()
                 if not text:
                     stats["empty"] += 1

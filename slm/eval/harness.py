@@ -93,12 +93,11 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
     for start in range(0, len(to_generate), batch_size):
         batch = to_generate[start : start + batch_size]
         budget = max_new_tokens if lm.max_length is None else min(max_new_tokens, lm.max_length - batch[0][0])
-        outputs = lm.generate([p for _, _, p in batch], max_new_tokens=budget, batch_size=len(batch),
-                              stop_at_newline=stop_at_newline, repetition_penalty=repetition_penalty)
-        finished = getattr(lm, "finished", None) or [None] * len(batch)
-        for (_, item, _), output, done in zip(batch, outputs, finished):
-            answers[item.id].output = output.strip()
-            answers[item.id].finished = done
+        completions = lm.generate([p for _, _, p in batch], max_new_tokens=budget, batch_size=len(batch),
+                                  stop_at_newline=stop_at_newline, repetition_penalty=repetition_penalty)
+        for (_, item, _), completion in zip(batch, completions):
+            answers[item.id].output = completion.text.strip()
+            answers[item.id].finished = completion.finished
             if budget < max_new_tokens:
                 answers[item.id].note = f"only {budget} new tokens fit the context (asked {max_new_tokens})"
         bar.update(len(batch))

@@ -160,9 +160,9 @@ def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), s
         for s in tqdm(range(samples), desc="self-consistency samples", disable=not progress, leave=False):
             texts = lm.generate([p for _, p in live], max_new_tokens=max_new_tokens, temperature=temperature,
                                 seed=seed + 1000 * s, batch_size=batch_size)
-            for (q, _), text in zip(live, texts):
-                outputs[q.id].append(text)
-                votes[q.id].append(extract_choice(text, q.labels))
+            for (q, _), completion in zip(live, texts):
+                outputs[q.id].append(completion.text)
+                votes[q.id].append(extract_choice(completion.text, q.labels))
     rows, correct, unparsed = [], 0, []
     for q, given in zip(questions, per_question):
         counted = Counter(v for v in votes[q.id] if v is not None)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from slm import runs
 from slm.checkpoint import atomic_write
 from slm.lm import LocalLM
-from slm.train.state import complete_checkpoints
 
 Evaluator = Callable[[LocalLM, Path], dict[str, float]]  # (model, output folder) -> headline numbers
 HEADLINE = "headline.json"
@@ -28,10 +28,7 @@ FIELDS = ("checkpoint", "step", "tokens", "benchmark", "metric", "value")
 
 def tokens_per_step(run_dir: Path) -> int | None:
     """global_batch x seq_len from the run's config.yaml (rows of instruction tuning count as full rows)."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    config = runs.run_config(run_dir)
     if not config or not config.get("global_batch") or not config.get("seq_len"):
         return None
     return int(config["global_batch"]) * int(config["seq_len"])
@@ -41,17 +38,17 @@ def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[
           out: str | Path | None = None, force: bool = False, progress: bool = True) -> list[dict]:
     """Rows of (checkpoint, step, tokens, benchmark, metric, value) for every complete checkpoint."""
     run_dir = Path(run_dir)
-    checkpoints = complete_checkpoints(run_dir / "checkpoints")
+    checkpoints = runs.complete_checkpoints(runs.checkpoints_dir(run_dir))
     if not checkpoints:
-        raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint")
-    out = Path(out) if out else run_dir / "eval"
+        raise FileNotFoundError(f"{runs.checkpoints_dir(run_dir)} holds no complete checkpoint")
+    out = Path(out) if out else run_dir / runs.EVAL_DIR
     per_step = tokens_per_step(run_dir)
     rows = []
     for checkpoint in tqdm(checkpoints, desc="sweep", unit="checkpoint", disable=not progress):
-        step = json.loads((checkpoint / "trainer_state" / "trainer.json").read_text())["step"]
+        step = runs.trainer_info(checkpoint)["step"]
         lm = None
         for name, evaluate in evaluators.items():
-            folder = out / checkpoint.name / name
+            folder = runs.eval_dir(out, checkpoint, name)
             if (folder / HEADLINE).is_file() and not force:
                 values = json.loads((folder / HEADLINE).read_text())
             else:

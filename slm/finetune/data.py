@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from slm.finetune.chat import IGNORE, Encoded
+from slm.chat import IGNORE, Encoded
 
 
 def truncate(example: Encoded, max_len: int) -> Encoded:

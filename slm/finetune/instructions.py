@@ -10,7 +10,7 @@ counted with file and line and skipped, or stop the run in strict mode.
 from __future__ import annotations
 
 from slm.data.readers import ReadErrors
-from slm.finetune.chat import ChatFormatError, check_messages
+from slm.chat import ChatFormatError, check_messages
 from tokenizer.corpus import CorpusError, list_files, read_jsonl_records
 
 

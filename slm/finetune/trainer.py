@@ -17,20 +17,21 @@ from typing import Literal
 import numpy as np
 import torch
 
-from slm.checkpoint import atomic_write, load_model_folder, save_pretrained
+from slm import runs
+from slm.chat import encode_chat, ensure_chat_tokens, render
+from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.data.readers import ReadErrors
-from slm.finetune.chat import encode_chat, ensure_chat_tokens, render
 from slm.finetune.data import collate, pack, truncate
 from slm.finetune.instructions import load_conversations
-from slm.finetune.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, no_decay_parameters,
-                               save_adapter)
-from slm.metrics import exact_match, token_f1
 from slm.finetune.neftune import NEFTune
-from slm.lm import CHAT_MARKER, SLMAdapter
+from slm.hf import load_model_folder
+from slm.lm import SLMAdapter
+from slm.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, load_adapter, merge_lora,
+                      no_decay_parameters, save_adapter)
+from slm.metrics import exact_match, token_f1
 from slm.train.config import OptimConfig, TrainConfig
 from slm.train.optim import param_groups
-from slm.train.state import latest_checkpoint
 from slm.train.trainer import Trainer, run_to_end
 from tokenizer.hf import load_tokenizer, model_tokenizer_dir
 
@@ -139,8 +140,9 @@ def answer(model, tok, conversations: list[list[dict]], max_new_tokens: int,
            batch_size: int = 16) -> list[str]:
     """Greedy answers to each conversation's last user turn (its reference answer left out), through
     the same chat path evaluation uses (slm.lm)."""
-    return SLMAdapter.wrap(model, tok, chat=True).generate([c[:-1] for c in conversations], max_new_tokens,
-                                                           batch_size=batch_size)
+    completions = SLMAdapter(model, tok, chat=True, name="in-training").generate(
+        [c[:-1] for c in conversations], max_new_tokens, batch_size=batch_size)
+    return [c.text for c in completions]
 
 
 def evaluate_answers(model, tok, conversations, metric: str, max_new_tokens: int) -> tuple[float, list[str]]:
@@ -160,7 +162,7 @@ class FinetuneTrainer(Trainer):
         if config.model_overrides:
             raise ConfigError("FinetuneConfig.model_overrides is not supported; change the base model instead")
         self.added_tokens = ensure_chat_tokens(self.tok, self.model)  # the report's 32768 -> 32771 path
-        self.tokenizer_dir = self.out / "tokenizer"
+        self.tokenizer_dir = self.out / runs.TOKENIZER_DIR
         if self.run.main:
             self.tok.save(self.tokenizer_dir)
         if config.lora:
@@ -174,8 +176,7 @@ class FinetuneTrainer(Trainer):
         self.loader = ChatLoader(rows, config.seq_len, config.micro_batch, self.tok.pad_id, self.run.rank,
                                  self.run.world_size, config.seed)
         self.neftune = NEFTune(self.model, config.neftune_alpha) if config.neftune_alpha > 0 else None
-        best = self.checkpoints / "best"  # resuming: the best so far is still the one to beat
-        record = json.loads(best.read_text()) if best.is_file() else None
+        record = runs.read_pointer(self.checkpoints, runs.BEST)  # resuming: the best so far is still the one to beat
         self.best = (record[config.metric], record["checkpoint"]) if record else None
         if self.run.main:
             print(f"instruction tuning: {len(train)} conversations in {len(rows)} rows, {len(self.eval_conversations)} "
@@ -201,9 +202,8 @@ class FinetuneTrainer(Trainer):
         if self.config.lora:
             save_adapter(self.model, directory, self.added_tokens)
         else:
-            save_pretrained(self.model, directory)
-        # marks a model that answers in the chat format, for evaluation (slm.lm.SLMAdapter)
-        (directory / CHAT_MARKER).write_text(json.dumps({"template": render(CHAT_EXAMPLE)}, ensure_ascii=False) + "\n")
+            self.model.save_pretrained(directory)
+        runs.mark_chat(directory, render(CHAT_EXAMPLE))  # it answers in the chat format (slm.lm reads this)
 
     def restore_model(self, directory: Path) -> None:
         if self.config.lora:
@@ -243,7 +243,7 @@ class FinetuneTrainer(Trainer):
                                        for p, c in zip(preds[:3], self.eval_conversations[:3])]})
         if self.best is None or value > self.best[0]:
             self.best = (value, final.name)
-            (self.checkpoints / "best").write_text(json.dumps({"checkpoint": final.name, self.config.metric: value}) + "\n")
+            runs.write_pointer(self.checkpoints, runs.BEST, final.name, **{self.config.metric: value})
 
 
 def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
@@ -271,12 +271,11 @@ def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
         run = config.replace(out=str(out / f"{n}-{stage.name}"), init_from=str(start), train_files=stage.train_files,
                              eval_files=stage.eval_files or config.eval_files, steps=steps, stages=[],
                              optim=config.optim.replace(lr=stage.lr or config.optim.lr))
-        checkpoints = Path(run.out) / "checkpoints"
+        checkpoints = runs.checkpoints_dir(run.out)
         result = finetune(run, resume=resume and checkpoints.is_dir())
-        best = checkpoints / (result["best"][1] if result["best"] else latest_checkpoint(checkpoints).name)
+        best = checkpoints / result["best"][1] if result["best"] else runs.latest_checkpoint(checkpoints)
         start = _merged(best, Path(run.out) / "merged", str(start)) if config.lora else best
-        evals = [json.loads(line) for line in (Path(run.out) / "metrics.jsonl").read_text().splitlines()]
-        evals = [e for e in evals if e["kind"] == "eval"]
+        evals = runs.read_log(run.out, "eval")
         records.append({"stage": stage.name, "steps": steps, "checkpoint": str(start),
                         "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
                         config.metric: result["best"][0] if result["best"] else None})
@@ -295,10 +294,8 @@ def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
 
 def _merged(adapter: Path, target: Path, base: str) -> Path:
     """A full model folder from a LoRA checkpoint: the adapter merged into its base, with the tokenizer."""
-    from slm.finetune.lora import load_adapter, merge_lora
-
     model = merge_lora(load_adapter(load_model_folder(base), adapter))
-    save_pretrained(model, target)
-    load_tokenizer(adapter / "tokenizer").save(target / "tokenizer")
-    (target / CHAT_MARKER).write_text((adapter / CHAT_MARKER).read_text())
+    model.save_pretrained(target)
+    load_tokenizer(adapter / runs.TOKENIZER_DIR).save(target / runs.TOKENIZER_DIR)
+    runs.mark_chat(target, render(CHAT_EXAMPLE))
     return target

@@ -11,6 +11,7 @@ import math
 from collections import deque
 from pathlib import Path
 
+from slm.runs import LOSS_PLOT, METRICS_FILE
 from slm.train.config import SpikeConfig
 
 
@@ -40,8 +41,8 @@ class SpikeDetector:
 class Monitor:
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
         self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.plot_path = run_dir / "loss.png"
+        self.path = run_dir / METRICS_FILE
+        self.plot_path = run_dir / LOSS_PLOT
         self._tb = None
         if enabled and tensorboard:
             try:

@@ -25,11 +25,12 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from slm.checkpoint import load_model_folder, load_pretrained, save_pretrained
 from slm.config import ConfigError, ModelConfig
 from slm.data.loader import PackedLoader
 from slm.data.shards import TOKENS_FILE
+from slm.hf import load_model_folder
 from slm.model import SLM
+from slm import runs
 from slm.train import state as ckpt
 from slm.train.config import TrainConfig
 from slm.train.monitor import Monitor, SpikeDetector
@@ -101,7 +102,7 @@ class Trainer:
         self.config = config
         self.run = Run()
         self.out = Path(config.out)
-        self.checkpoints = self.out / "checkpoints"
+        self.checkpoints = runs.checkpoints_dir(self.out)
         self.accumulation = config.accumulation(self.run.world_size)
         torch.manual_seed(config.seed)
         self.setup()
@@ -111,7 +112,7 @@ class Trainer:
         self.step = 0
         self.rollbacks = 0
         self._setup_engine()
-        latest = ckpt.latest_checkpoint(self.checkpoints) if resume else None
+        latest = runs.latest_checkpoint(self.checkpoints) if resume else None
         if resume and latest is None and self.run.main:
             print(f"--resume: no complete checkpoint in {self.checkpoints}; starting from step 0")
         if latest is not None:
@@ -119,7 +120,7 @@ class Trainer:
         self.monitor = Monitor(self.out, self.run.main, config.tensorboard)
         if self.run.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            (self.out / runs.CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
             self.monitor.truncate_after(self.step)
 
     def setup(self) -> None:
@@ -127,7 +128,7 @@ class Trainer:
         config = self.config
         data = Path(config.data)
         tokens = _data_tokens(data)
-        self.tokenizer_dir = data / "tokenizer"
+        self.tokenizer_dir = data / runs.TOKENIZER_DIR
         self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
                                    config.seed, config.mixture)
         self.model = build_model(config, tokens["vocab_size"])
@@ -142,10 +143,10 @@ class Trainer:
         return {"labels": batch["labels"], "doc_ids": batch["doc_ids"] if self.config.doc_masking else None}
 
     def save_model(self, directory: Path) -> None:
-        save_pretrained(self.model, directory)
+        self.model.save_pretrained(directory)
 
     def restore_model(self, directory: Path) -> None:
-        restored = load_pretrained(directory, device=self.run.device, dtype=torch.float32)
+        restored = SLM.from_pretrained(directory, device=self.run.device, dtype=torch.float32)
         self.model.load_state_dict(restored.state_dict())
 
     def after_save(self, final: Path) -> None:
@@ -297,7 +298,7 @@ class Trainer:
     def _rollback(self) -> bool:
         """Reload the last checkpoint but keep the loader moving on, so the batches that caused the
         spike are skipped rather than repeated."""
-        latest = ckpt.latest_checkpoint(self.checkpoints)
+        latest = runs.latest_checkpoint(self.checkpoints)
         if latest is None or self.rollbacks >= self.config.spike.max_rollbacks:
             return False
         rollbacks, loader_state = self.rollbacks + 1, self.loader.state_dict()
@@ -312,20 +313,20 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint atomically (every rank takes part under DeepSpeed; rank 0 otherwise)."""
         run = self.run
-        tmp = ckpt.begin(self.checkpoints, self.step) if run.main else None
+        tmp = runs.begin(self.checkpoints, self.step) if run.main else None
         run.barrier()
-        tmp = tmp or self.checkpoints / f".tmp-{ckpt.STEP_PREFIX}{self.step:07d}"
+        tmp = tmp or runs.pending(self.checkpoints, self.step)
         if self.deepspeed is not None:
-            self.deepspeed.save_checkpoint(str(tmp / "trainer_state" / "deepspeed"), tag="state")
+            self.deepspeed.save_checkpoint(str(tmp / runs.TRAINER_STATE / "deepspeed"), tag="state")
         final = None
         if run.main:
             self.save_model(tmp)
             if self.tokenizer_dir.is_dir():
-                shutil.copytree(self.tokenizer_dir, tmp / "tokenizer")
+                shutil.copytree(self.tokenizer_dir, tmp / runs.TOKENIZER_DIR)
             ckpt.save_trainer_state(tmp, self.step, None if self.deepspeed else self.optimizer.state_dict(),
                                     self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
                                                               "rollbacks": self.rollbacks})
-            final = ckpt.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
+            final = runs.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
                                 self.config.checkpoint.keep_every, self.protected_checkpoints())
             self.after_save(final)
         run.barrier()
@@ -334,7 +335,7 @@ class Trainer:
     def _restore(self, directory: Path) -> None:
         info, loader_state, optimizer_state = ckpt.load_trainer_state(directory)
         if self.deepspeed is not None:
-            self.deepspeed.load_checkpoint(str(directory / "trainer_state" / "deepspeed"), tag="state")
+            self.deepspeed.load_checkpoint(str(directory / runs.TRAINER_STATE / "deepspeed"), tag="state")
         else:
             self.restore_model(directory)
             self.optimizer.load_state_dict(optimizer_state)

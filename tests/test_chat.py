@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import SAMPLE_CORPUS, small_model
-from slm.finetune.chat import (ASSISTANT, IGNORE, SYSTEM, USER, ChatFormatError, encode_chat, ensure_chat_tokens,
+from slm.chat import (ASSISTANT, IGNORE, SYSTEM, USER, ChatFormatError, encode_chat, ensure_chat_tokens,
                                render, resize_token_embeddings)
 from slm.finetune.data import collate, pack, truncate
 from tokenizer import JapaneseTokenizer

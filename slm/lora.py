@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from slm.chat import resize_token_embeddings
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.model import SLM
@@ -129,8 +130,6 @@ def save_adapter(model: SLM, directory: str | Path, added_tokens: list[str] | No
 
 def load_adapter(base: SLM, directory: str | Path) -> SLM:
     """Put a saved adapter onto a base model (growing its vocabulary if the adapter added tokens)."""
-    from slm.finetune.chat import resize_token_embeddings
-
     directory = Path(directory)
     meta = json.loads((directory / ADAPTER_CONFIG).read_text())
     if base.config.vocab_size != meta["base_vocab_size"]:

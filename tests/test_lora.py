@@ -4,8 +4,8 @@ from safetensors.torch import load_file
 
 from conftest import small_model
 from slm.config import ModelConfig
-from slm.finetune.chat import resize_token_embeddings
-from slm.finetune.lora import LoRAConfig, apply_lora, count_adapter_bytes, load_adapter, merge_lora, save_adapter
+from slm.chat import resize_token_embeddings
+from slm.lora import LoRAConfig, apply_lora, count_adapter_bytes, load_adapter, merge_lora, save_adapter
 from slm.model import SLM
 
 

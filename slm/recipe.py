@@ -16,36 +16,48 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Literal
+
+import torch
 
 from slm import runs
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
-
-BENCHMARKS = ("perplexity", "medqa", "medmcqa", "pubmedqa", "mmlu", "qa", "igakuqa", "jmed-llm")
+from slm.eval import registry
+from slm.eval.harness import BenchmarkError, Context
+from slm.finetune.trainer import FinetuneConfig, finetune
+from slm.lm import load_lm
+from slm.train.config import TrainConfig
+from slm.train.trainer import train
 
 
 @dataclasses.dataclass
 class EvalStep(Config):
-    """One evaluation: a benchmark, its files, and how the model is asked (see evaluate.py)."""
+    """One evaluation: a benchmark of slm.eval.registry, its data, and its options (checked against
+    the benchmark's options dataclass when the recipe loads)."""
 
-    benchmark: Literal["perplexity", "medqa", "medmcqa", "pubmedqa", "mmlu", "qa", "igakuqa", "jmed-llm"] = "perplexity"
+    benchmark: str = "perplexity"
     data: list[str] = dataclasses.field(default_factory=list)
-    train: list[str] = dataclasses.field(default_factory=list)  # few-shot examples (multiple choice)
-    shots: int = 0
-    selection: Literal["fixed", "knn"] = "fixed"
-    cot: bool = False
-    samples: int = 1  # self-consistency
-    temperature: float = 0.7
-    method: Literal["generate", "loglik"] = "generate"
-    max_new_tokens: int | None = None
-    unit: Literal["words", "chars"] = "words"  # free-text metrics: chars for Japanese
-    repetition_penalty: float = 1.0
-    mode: Literal["upstream", "corrected"] = "upstream"  # JMED-LLM scoring
+    options: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | None = None) -> EvalStep:
+        """A YAML step names its options beside the benchmark: {benchmark: medqa, data: [...], shots: 5}."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source or 'evaluate'}: a step must be a mapping, got {d!r}")
+        rest = {k: v for k, v in d.items() if k not in ("benchmark", "data", "options")}
+        return cls(benchmark=d.get("benchmark", "perplexity"), data=d.get("data", []),
+                   options={**d.get("options", {}), **rest})
 
     def validate(self) -> None:
+        try:
+            registry.options(self.benchmark, self.options, source=f"evaluation {self.benchmark!r}")
+        except BenchmarkError as e:
+            raise ConfigError(str(e)) from None
         if not self.data:
             raise ConfigError(f"evaluation {self.benchmark!r} needs data files")
+
+    def task(self) -> registry.Task:
+        return registry.task(self.benchmark, self.data, self.options, source=f"evaluation {self.benchmark!r}")
 
 
 @dataclasses.dataclass
@@ -64,51 +76,22 @@ class RecipeConfig(Config):
             raise ConfigError("a recipe needs name, out and base (the local model folder it starts from)")
         self.pretrain_config(), self.finetune_config(self.base)  # field errors now, not after hours of training
 
-    def pretrain_config(self):
-        from slm.train.config import TrainConfig
-
+    def pretrain_config(self) -> TrainConfig | None:
         if self.pretrain is None:
             return None
         return TrainConfig.from_dict({**self.pretrain, "out": str(Path(self.out) / "pretrain"), "init_from": self.base},
                                      source=f"recipe {self.name}: pretrain")
 
-    def finetune_config(self, start: str):
-        from slm.finetune.trainer import FinetuneConfig
-
+    def finetune_config(self, start: str) -> FinetuneConfig | None:
         if self.finetune is None:
             return None
         return FinetuneConfig.from_dict({**self.finetune, "out": str(Path(self.out) / "finetune"), "init_from": start},
                                         source=f"recipe {self.name}: finetune")
 
 
-def evaluate_model(lm, step: EvalStep, out: Path) -> dict[str, float]:
-    """The headline numbers of one evaluation step (its files go to `out`)."""
-    from slm.eval import benchmarks
-
-    if step.benchmark == "perplexity":
-        docs, skipped = benchmarks.heldout_documents(step.data)
-        return benchmarks.run_perplexity(lm, docs, out, skipped, echo=False, progress=False)
-    if step.benchmark == "qa":
-        return benchmarks.run_qa(lm, step.data, out, step.unit, step.max_new_tokens or 256, step.repetition_penalty,
-                                 echo=False)
-    if step.benchmark == "igakuqa":
-        return benchmarks.run_igakuqa(lm, step.data[0], out, step.method, step.shots, max_new_tokens=step.max_new_tokens or 32,
-                                      progress=False, echo=False)
-    if step.benchmark == "jmed-llm":
-        return benchmarks.run_jmed_llm(lm, step.data[0], out, method=step.method, mode=step.mode,
-                                       max_new_tokens=step.max_new_tokens or 512, progress=False, echo=False)
-    return benchmarks.run_mcqa(lm, step.benchmark, step.data, out, step.train, step.shots, step.selection, step.cot,
-                               step.samples, step.temperature, step.method, step.max_new_tokens, progress=False, echo=False)
-
-
 def run(config: RecipeConfig, device: str | None = None) -> dict:
     """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`."""
-    from slm.finetune.trainer import finetune
-    from slm.lm import load_lm
-    from slm.train.trainer import train
-
-    import torch
-
+    tasks = [step.task() for step in config.evaluate]  # every benchmark's data checked before any training
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
     models = {"base": config.base} if config.evaluate_base else {}
@@ -130,9 +113,10 @@ def run(config: RecipeConfig, device: str | None = None) -> dict:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, path in models.items():
         lm = load_lm(path, device=device)
-        for n, step in enumerate(config.evaluate):
+        for n, (step, task) in enumerate(zip(config.evaluate, tasks)):
             name = f"{n + 1}-{step.benchmark}"
-            results.setdefault(name, {})[label] = evaluate_model(lm, step, out / "eval" / label / name)
+            result = registry.run(task, lm, out / runs.EVAL_DIR / label / name, Context(progress=False))
+            results.setdefault(name, {})[label] = result.headline
     table = _table(results, list(models))
     atomic_write(out / "results.json", lambda p: p.write_text(json.dumps({"recipe": config.name, "models": models,
                                                                           "results": results}, indent=2) + "\n"))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import ScriptedLM
-from slm.eval.harness import Item, answer_items, write_results
+from slm.eval.harness import Item, Problem, Result, answer_items, write_results
 
 
 def user(text, shots=0):
@@ -63,7 +63,10 @@ def test_generation_batches_keep_each_answer_with_its_item():
 
 
 def test_write_results_writes_the_three_files(tmp_path):
-    write_results(tmp_path / "o", [{"id": 1, "text": "発熱"}], {"accuracy": 0.5}, "| a |\n")
+    result = Result([{"id": 1, "text": "発熱"}], {"accuracy": 0.5}, {"accuracy": 0.5}, "| a |\n",
+                    [Problem("unparsed", ["q7"], "2018")])
+    write_results(tmp_path / "o", result)
+    assert result.summary() == "| a |\n2018: no readable answer (counted wrong) for 1 of the questions: ['q7']\n"
     assert json.loads((tmp_path / "o" / "predictions.jsonl").read_text(encoding="utf-8")) == {"id": 1, "text": "発熱"}
     assert json.loads((tmp_path / "o" / "metrics.json").read_text()) == {"accuracy": 0.5}
     assert (tmp_path / "o" / "table.md").read_text() == "| a |\n"

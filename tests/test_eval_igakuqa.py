@@ -6,9 +6,13 @@ import pytest
 
 from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
-from slm.eval.igakuqa import (SYSTEM, IgakuQAError, Question, conversation, evaluate, extract_answer, find_shots,
-                              format_question, load_predictions, load_questions, load_shots, parse_prediction, score)
+from slm.eval.harness import Context
+from slm.eval.igakuqa import (SYSTEM, IgakuQAError, Options, Question, conversation, evaluate, extract_answer,
+                              find_shots, format_question, load_predictions, load_questions, load_shots,
+                              parse_prediction, score)
 from tokenizer.corpus import CorpusError
+
+QUIET = Context(progress=False)
 
 
 def q(pid, answer, points="1", choices=5, text_only=True):
@@ -85,7 +89,7 @@ def test_cli_scores_and_writes_reports(data, tmp_path, capsys):
     preds.write_text("".join(json.dumps({"problem_id": p, "prediction": "a"}) + "\n" for p in ("112A1", "112B30")))
     assert main(["score", "igakuqa", "--data", str(data), "--predictions", str(preds), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "| 2018 | 4/7 |" in out and "without a prediction" in out
+    assert "| 2018 | 4/7 |" in out and "no prediction (counted wrong) for 2" in out
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["years"]["2018"]["points"] == 4
     assert (tmp_path / "o" / "table.md").is_file() and (tmp_path / "o" / "predictions.jsonl").is_file()
     bad = tmp_path / "bad.jsonl"
@@ -132,7 +136,7 @@ def test_model_answers_are_scored_by_the_official_rules_and_failures_listed():
     questions = load_questions(SAMPLE)
     lm = ScriptedLM({"2型糖尿病": "b", "急性心筋梗塞": "a, b", "市中肺炎": "わかりません", "体格指数": "27",
                      "アナフィラキシー": "d", "II、III、aVF": "ａ"})
-    result = evaluate(lm, questions, load_shots(find_shots(SAMPLE)), progress=False)
+    result = evaluate(lm, questions, load_shots(find_shots(SAMPLE)), context=QUIET)
     y = result["years"]["sample"]
     # correct: 900A1 (1), 900A2 (1), 900A5 (1), 900B1 (3 points, required block)
     assert (y["points"], y["total"], y["correct"], y["questions"]) == (6, 11, 4, 10)
@@ -149,7 +153,7 @@ def test_loglik_mode_picks_as_many_letters_as_the_question_has_answers():
     questions = load_questions(SAMPLE)
     scores = {("急性心筋梗塞", "a"): -1.0, ("急性心筋梗塞", "b"): -2.0, ("2型糖尿病", "b"): -0.5}
     lm = ScriptedLM({"体格指数": "27"}, scores)
-    result = evaluate(lm, questions, [], method="loglik", progress=False)
+    result = evaluate(lm, questions, [], Options(method="loglik"), QUIET)
     rows = {r["problem_id"]: r for r in result["questions"]}
     assert rows["900A2"]["prediction"] == "a,b" and rows["900A2"]["correct"]
     assert rows["900A1"]["prediction"] == "b" and set(rows["900A1"]["scores"]) == set("abcde")

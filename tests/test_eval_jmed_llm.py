@@ -8,9 +8,17 @@ import pytest
 
 from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
-from slm.eval.jmed_llm import (CHOICE_SYSTEM, NER_SYSTEM, TASKS, JmedLLMError, cohen_kappa, conversation, evaluate,
-                               exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1, report,
-                               score_task, standalone_letter)
+from slm.config import ConfigError
+from slm.eval.harness import Context
+from slm.eval.jmed_llm import (CHOICE_SYSTEM, NER_SYSTEM, TASKS, JmedLLMError, Options, cohen_kappa, conversation,
+                               evaluate, exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1,
+                               report, score_task, standalone_letter)
+
+QUIET = Context(progress=False)
+
+
+def tasks(*names):
+    return {task: load_task(SAMPLE, task) for task in names}
 
 
 def test_letter_parsing():
@@ -113,22 +121,22 @@ def test_the_official_prompts():
 def test_model_outputs_are_scored_and_what_cannot_be_read_is_listed():
     lm = ScriptedLM({"呼吸数": "B", "インスリン": "Answer: B", "ビタミンB12": "", "ヘモグロビン": "C",
                      "60歳男性。発熱": "['発熱', '咳嗽', '浸潤影', '肺炎']", "45歳女性": "頭痛と嘔気"})
-    results, outputs, errors = evaluate(lm, SAMPLE, ("jmmlu_med", "mrner_disease"), progress=False)
+    results, outputs, errors = evaluate(lm, tasks("jmmlu_med", "mrner_disease"), context=QUIET)
     assert results["jmmlu_med"]["predictions"] == ["B", "A", "None", "C"]  # upstream: the A of "Answer"
     assert results["jmmlu_med"]["accuracy"] == 0.5
     assert results["mrner_disease"]["exact_f1"] == pytest.approx(1 / 3)
     rows, metrics = report(results, outputs, "upstream", {"model": "scripted"}, errors)
     assert metrics["jmmlu_med"]["unparsed"] == [2] and metrics["mrner_disease"]["unparsed"] == [1, 2]
     assert rows[1] == {"task": "jmmlu_med", "index": 1, "output": "Answer: B", "parsed": "A", "answer": "B"}
-    fixed, _, _ = evaluate(lm, SAMPLE, ("jmmlu_med",), mode="corrected", progress=False)
+    fixed, _, _ = evaluate(lm, tasks("jmmlu_med"), Options(mode="corrected"), QUIET)
     assert fixed["jmmlu_med"]["predictions"] == ["B", "B", "None", "C"]
-    with pytest.raises(JmedLLMError, match="unknown tasks"):
-        evaluate(lm, SAMPLE, ("jmmlu",))
+    with pytest.raises(ConfigError, match="unknown JMED-LLM tasks"):
+        Options(tasks=["jmmlu"])
 
 
 def test_loglik_ranks_only_the_rows_own_options():
     lm = ScriptedLM(scores={("右肺門リンパ節", "B"): -0.1, ("右肺門リンパ節", "E"): 0.0})
-    results, outputs, _ = evaluate(lm, SAMPLE, ("rrtnm",), method="loglik", progress=False)
+    results, outputs, _ = evaluate(lm, tasks("rrtnm"), Options(method="loglik"), QUIET)
     assert outputs["rrtnm"][3] == "B"  # E scores higher but is not an option of this N row
 
 

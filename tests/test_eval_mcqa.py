@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import ScriptedLM
-from slm.eval.mcqa import conversation, evaluate, extract_choice, knn_shots, load, wilson
+from slm.config import ConfigError
+from slm.eval.harness import Context
+from slm.eval.mcqa import Options, conversation, evaluate, extract_choice, knn_shots, load, wilson
+
+QUIET = Context(progress=False)
 from slm.lm import Completion, plain_text
 
 LABELS = list("ABCD")
@@ -96,14 +100,14 @@ def test_fixed_few_shot_chain_of_thought_and_unparsed_answers(files):
     questions, _ = load("medqa", [files / "medqa.jsonl"])
     lm = ScriptedLM({"type 2 diabetes": "Metformin lowers glucose. The answer is B.",
                      "pneumonia": "Options A and C are both organisms.", "heparin": "Answer: B"})
-    result = evaluate(lm, questions, train=questions, shots=2, cot=True, progress=False)
+    result = evaluate(lm, questions, questions, Options(shots=2, cot=True), QUIET)
     assert result["correct"] == 2 and result["unparsed"] == ["medqa-1"] and result["questions"] == 3
     assert result["ci95"][0] < result["accuracy"] < result["ci95"][1]
     asked = lm.generated[0]
     assert "The answer is X" in asked[0]["content"] and asked[2]["content"].startswith("The answer is")
     assert len(asked) == 1 + 2 * 2 + 1  # system, two examples, the question
     with pytest.raises(ValueError, match="training split"):
-        evaluate(lm, questions, shots=2)
+        evaluate(lm, questions, options=Options(shots=2))
 
 
 class Sampler(ScriptedLM):
@@ -117,19 +121,19 @@ class Sampler(ScriptedLM):
 
 def test_self_consistency_takes_the_majority_of_sampled_chains(files):
     questions, _ = load("medqa", [files / "medqa.jsonl"])
-    result = evaluate(Sampler(), questions[:1], cot=True, samples=3, temperature=0.8, progress=False)
+    result = evaluate(Sampler(), questions[:1], options=Options(cot=True, samples=3, temperature=0.8), context=QUIET)
     row = result["rows"][0]
     assert row["votes"] == ["B", "B", "C"] and row["prediction"] == "B" and row["correct"]
     assert result["settings"]["samples"] == 3 and result["settings"]["temperature"] == 0.8
-    with pytest.raises(ValueError, match="no chain of thought"):
-        evaluate(Sampler(), questions, method="loglik", cot=True)
+    with pytest.raises(ConfigError, match="no chain of thought"):
+        Options(method="loglik", cot=True)
 
 
 def test_a_base_model_reads_the_prompt_as_text_and_ranks_labels_after_the_cue(files):
     questions, _ = load("medqa", [files / "medqa.jsonl"])
     lm = ScriptedLM(scores={("type 2 diabetes", " B"): -0.5})
     lm.chat = False
-    result = evaluate(lm, questions[:1], train=questions[1:], shots=1, method="loglik", progress=False)
+    result = evaluate(lm, questions[:1], questions[1:], Options(shots=1, method="loglik"), QUIET)
     assert result["rows"][0]["prediction"] == "B"  # " B", the letter after "Answer:", was scored
     text = plain_text(conversation(questions[0], questions[1:2], cot=False, plain=True))
     assert "D. E. coli\nAnswer: A\n\nFirst-line drug" in text and text.endswith("D. Digoxin\nAnswer:")
@@ -138,17 +142,17 @@ def test_a_base_model_reads_the_prompt_as_text_and_ranks_labels_after_the_cue(fi
 def test_loglik_ranks_the_labels(files):
     questions, _ = load("medqa", [files / "medqa.jsonl"])
     lm = ScriptedLM(scores={("type 2 diabetes", "B"): -0.5, ("pneumonia", "A"): -0.1, ("heparin", "C"): -0.2})
-    result = evaluate(lm, questions, method="loglik", progress=False)
+    result = evaluate(lm, questions, options=Options(method="loglik"), context=QUIET)
     assert [r["prediction"] for r in result["rows"]] == ["B", "A", "C"] and result["correct"] == 2
 
 
 def test_cli_with_a_checkpoint(slm_dir, files, tmp_path, capsys):
     from evaluate import main
 
-    args = ["mcqa", "--benchmark", "medqa", "--model", str(slm_dir), "--data", str(files / "medqa.jsonl")]
+    args = ["medqa", "--model", str(slm_dir), "--data", str(files / "medqa.jsonl")]
     assert main(args + ["--method", "loglik", "--out", str(tmp_path / "ll")]) == 0
     assert "| medqa |" in capsys.readouterr().out
-    assert main(args + ["--train", str(files / "medqa.jsonl"), "--shots", "1", "--select", "knn", "--cot",
+    assert main(args + ["--train", str(files / "medqa.jsonl"), "--shots", "1", "--selection", "knn", "--cot",
                         "--max-new-tokens", "8", "--out", str(tmp_path / "cot")]) == 0
     metrics = json.loads((tmp_path / "cot" / "metrics.json").read_text())
     assert metrics["medqa"]["settings"]["selection"] == "knn" and metrics["medqa"]["questions"] == 3

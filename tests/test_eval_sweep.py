@@ -54,7 +54,7 @@ def test_cli_sweeps_real_benchmarks(run, capsys):
     assert main(["sweep", str(run), "--benchmarks", "igakuqa", "jmed-llm", "perplexity", "--method", "loglik",
                  "--igakuqa-data", str(SAMPLE_BENCHMARKS / "igakuqa"), "--jmed-llm-data",
                  str(SAMPLE_BENCHMARKS / "jmed-llm"), "--tasks", "smdis", "nrner", "--max-new-tokens", "4",
-                 "--heldout", str(heldout)]) == 0
+                 "--perplexity-data", str(heldout)]) == 0
     assert "from 2 checkpoints" in capsys.readouterr().out
     with open(run / "eval" / "sweep.csv") as f:
         metrics = {(r["benchmark"], r["metric"]) for r in csv.DictReader(f)}

@@ -1,4 +1,12 @@
-"""Putting benchmark questions to a model, and the files every evaluation writes.
+"""What every benchmark shares: the `Benchmark` it is registered as, the `Result` it returns,
+putting its questions to a model, and the files every evaluation writes.
+
+A benchmark (one module in slm/eval, one line in slm.eval.registry) is a `Benchmark`:
+its name, an options dataclass (keyword-only, each default written once, a `Config`, so
+YAML recipes and the CLI are checked the same way), `load` (read and validate the data,
+before any model work), `run` (put it to any `LocalLM`) and optionally `score` (read
+the data and published prediction files, and score them without a model). `run` and
+`score` return a `Result`.
 
 A benchmark turns each question into an `Item`: its prompts from the richest (all
 few-shot examples) to the leanest, and for log-likelihood answering the labelled
@@ -18,17 +26,88 @@ Every run writes `predictions.jsonl` (one row per question, for error analysis),
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm import tqdm
 
 from slm.checkpoint import atomic_write
-from slm.lm import LocalLM, Prompt
+from slm.config import Config
+from slm.lm import LocalLM, Prompt, load_lm
 
 Method = Literal["generate", "loglik"]
+PROBLEMS = {"unparsed": "no readable answer", "not_answered": "prompt too long for the model",
+            "missing": "no prediction"}
+
+
+class BenchmarkError(ValueError):
+    """Unusable benchmark data or predictions; the message names the file, line or row, and field."""
+
+
+@dataclass
+class Problem:
+    """Items of one group (a year, a task) that count as wrong for a reason worth listing."""
+
+    kind: str  # a key of PROBLEMS
+    ids: list[str]
+    group: str = ""
+
+
+@dataclass
+class Result:
+    """What every benchmark returns: per-item rows (predictions.jsonl), every metric (metrics.json),
+    the headline numbers a sweep plots and a recipe tabulates, a Markdown table, and the problems."""
+
+    rows: list[dict]
+    metrics: dict
+    headline: dict[str, float]
+    table: str
+    problems: list[Problem] = field(default_factory=list)
+    unit: str = "questions"  # what an item is called in messages
+    notes: list[str] = field(default_factory=list)  # what else the user should see (records skipped, ...)
+
+    def summary(self) -> str:
+        """The table, a line per problem (counted wrong) naming the first ids, then the notes."""
+        lines = [f"{p.group + ': ' if p.group else ''}{PROBLEMS[p.kind]} (counted wrong) for {len(p.ids)} of the "
+                 f"{self.unit}: {p.ids[:10]}" for p in self.problems if p.ids]
+        return self.table + "".join(line + "\n" for line in lines + self.notes)
+
+
+def problems_of(groups: dict[str, dict], kinds: Sequence[str] = tuple(PROBLEMS)) -> list[Problem]:
+    """The problems listed in per-group metrics ({"unparsed": [...], "not_answered": [...], ...})."""
+    return [Problem(kind, [str(i) for i in g[kind]], name) for name, g in groups.items() for kind in kinds
+            if g.get(kind)]
+
+
+@dataclass(kw_only=True)
+class Context:
+    """How a benchmark is run, beside its options: batching, progress, and how to open another
+    model its options name (the kNN embedder of multiple choice)."""
+
+    batch_size: int = 8
+    progress: bool = True
+    load_lm: Callable[[str], LocalLM] = load_lm
+
+
+def option(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
+    """A field of a benchmark's options, with the help text its command-line flag shows."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    options: type[Config]  # a keyword-only dataclass of the benchmark's settings
+    load: Callable[[Sequence[str], Any], Any]  # (data files or folder, options) -> validated data
+    run: Callable[[LocalLM, Any, Any, Context], Result]  # (model, data, options, context)
+    score: Callable[[Sequence[str], Sequence[str], Any], Result] | None = None  # (data, prediction files, options)
+    data_help: str = ""
+    many_files: bool = False  # --data takes several files (else one folder or file)
+    predictions_help: str = ""
 
 
 @dataclass
@@ -118,12 +197,13 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
     return answers
 
 
-def write_results(out_dir: str | Path, rows: Sequence[dict], metrics: dict, table: str) -> Path:
+def write_results(out_dir: str | Path, result: Result) -> Path:
     """predictions.jsonl, metrics.json and table.md in `out_dir` (each written atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)
+    metrics = json.dumps(result.metrics, indent=2, ensure_ascii=False) + "\n"
     atomic_write(out_dir / "predictions.jsonl", lambda p: p.write_text(lines, encoding="utf-8"))
-    atomic_write(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n"))
-    atomic_write(out_dir / "table.md", lambda p: p.write_text(table, encoding="utf-8"))
+    atomic_write(out_dir / "metrics.json", lambda p: p.write_text(metrics, encoding="utf-8"))
+    atomic_write(out_dir / "table.md", lambda p: p.write_text(result.table, encoding="utf-8"))
     return out_dir

@@ -20,14 +20,18 @@ as the question has answers.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from slm.eval.harness import Item, Method, answer_items
+from slm.config import Config
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
+                              problems_of)
 from slm.lm import LocalLM
-
 from tokenizer.corpus import read_jsonl_records
 
 ALWAYS_CORRECT = {"116A71"}
@@ -36,7 +40,7 @@ REQUIRED_BLOCKS = {"B", "E"}
 _FILE = re.compile(r"^(\d+)-([A-Z])\.jsonl$")
 
 
-class IgakuQAError(ValueError):
+class IgakuQAError(BenchmarkError):
     """Malformed benchmark or prediction files; the message names the file, line and field."""
 
 
@@ -240,26 +244,37 @@ def extract_answer(output: str, q: Question) -> str | None:
     return ",".join(sorted(found)) if found else None
 
 
-def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question], method: Method = "generate",
-             loglik_target: str = "letter", max_new_tokens: int = 32, batch_size: int = 8,
-             progress: bool = True) -> dict:
+@dataclasses.dataclass(kw_only=True)
+class Options(Config):
+    """How the exam is put to a model; the defaults are the published baseline's."""
+
+    method: Method = option("generate", "generate greedily, or rank the choices by log-likelihood (base models)")
+    shots: int = option(3, "few-shot examples (published: 3)")
+    shots_file: str | None = option(None, "the few-shot examples (default: prompts/prompt.jsonl beside the data)")
+    years: list[str] | None = option(None, "the years to put (default: every year found)")
+    loglik_target: Literal["letter", "text"] = option(
+        "letter", "loglik ranks the choice letters after 答え:, or the choice texts (per character) for models "
+                  "that do not map letters to choices")
+    max_new_tokens: int = option(32, "new tokens of a generated answer")
+
+
+def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question], options: Options = Options(),
+             context: Context = Context()) -> dict:
     """Put every question to the model and score the answers by the official rules.
 
-    loglik_target: "letter" ranks the choice letters after 答え:, "text" the choice texts
-    (by log-likelihood per character), for models that do not map letters to choices.
     Numeric-entry questions are generated in either method. The result is `score`'s, its
     per-question rows carrying the model's output; per year, `unparsed` lists the questions
     whose output had no readable answer and `not_answered` those whose prompt did not fit.
     """
-    if loglik_target not in ("letter", "text"):
-        raise ValueError(f"loglik_target must be 'letter' or 'text', not {loglik_target!r}")
+    method, loglik_target = options.method, options.loglik_target
     items = []
     for q in questions.values():
         prompts = [conversation(q, shots[: len(shots) - k]) for k in range(len(shots) + 1)]
         letters = LETTERS[: len(q.choices)]
         choices = [(c, c) for c in letters] if loglik_target == "letter" else list(zip(letters, q.choices))
         items.append(Item(q.problem_id, prompts, choices or None, pick=len(q.answer), normalize=loglik_target == "text"))
-    answers = answer_items(lm, items, method, max_new_tokens, batch_size, stop_at_newline=True, progress=progress)
+    answers = answer_items(lm, items, method, options.max_new_tokens, context.batch_size, stop_at_newline=True,
+                           progress=context.progress)
     extracted = {pid: extract_answer(a.output, questions[pid]) for pid, a in answers.items()}
     result = score(questions, {pid: e or "" for pid, e in extracted.items()})
     for y in result["years"].values():
@@ -274,7 +289,8 @@ def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question],
         elif extracted[q.problem_id] is None:
             y["unparsed"].append(q.problem_id)
     result["settings"] = {"model": lm.name, "chat": lm.chat, "method": method, "shots": len(shots),
-                          "loglik_target": loglik_target if method == "loglik" else None, "max_new_tokens": max_new_tokens}
+                          "loglik_target": loglik_target if method == "loglik" else None,
+                          "max_new_tokens": options.max_new_tokens}
     return result
 
 
@@ -285,3 +301,55 @@ def headline(result: dict) -> dict[str, float]:
         out[f"{year} accuracy"] = y["accuracy"]
         out[f"{year} points"] = y["points"]
     return out
+
+
+# ------------------------------------------------------------------ the registered benchmark
+
+@dataclass
+class Exam:
+    questions: dict[str, Question]
+    shots: list[Question]
+
+
+def load(data: Sequence[str], options: Options) -> Exam:
+    """The questions of the chosen years and the few-shot examples, validated."""
+    (folder,) = data
+    questions = load_questions(folder)
+    if options.years:
+        missing = set(options.years) - {q.year for q in questions.values()}
+        if missing:
+            raise IgakuQAError(f"{folder}: no questions for year(s) {sorted(missing)}")
+        questions = {pid: q for pid, q in questions.items() if q.year in options.years}
+    shots: list[Question] = []
+    if options.shots:
+        path = options.shots_file or find_shots(folder)
+        if path is None:
+            raise IgakuQAError(f"{folder}: no {SHOTS_FILE} beside the data for the {options.shots} few-shot "
+                               f"examples; name the file, or ask for 0 shots")
+        shots = load_shots(path)[: options.shots]
+        if len(shots) < options.shots:
+            raise IgakuQAError(f"{path}: {len(shots)} examples, {options.shots} asked for")
+    return Exam(questions, shots)
+
+
+def run(lm: LocalLM, exam: Exam, options: Options, context: Context) -> Result:
+    result = evaluate(lm, exam.questions, exam.shots, options, context)
+    metrics = {"settings": result["settings"], "overall": result["overall"], "years": result["years"]}
+    return Result(result["questions"], metrics, headline(result), table(result), problems_of(result["years"]))
+
+
+def score_files(data: Sequence[str], predictions: Sequence[str], options: Options) -> Result:
+    """Published prediction files ({"problem_id", "prediction"} per line), several files merged."""
+    (folder,) = data
+    questions = load_questions(folder)
+    preds: dict[str, str] = {}
+    for path in predictions:
+        preds.update(load_predictions(path, questions))
+    result = score(questions, preds)
+    return Result(result["questions"], {"overall": result["overall"], "years": result["years"]}, headline(result),
+                  table(result), [Problem("missing", y["missing"], year) for year, y in result["years"].items()])
+
+
+BENCHMARK = Benchmark(name="igakuqa", options=Options, load=load, run=run, score=score_files,
+                      data_help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl, prompts/)",
+                      predictions_help='JSONL of {"problem_id", "prediction"}')

@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from slm.eval.harness import Item, Method, answer_items
+from slm.config import Config, ConfigError
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
+                              problems_of)
 from slm.lm import LocalLM
 from tokenizer.corpus import read_jsonl_records
 
@@ -36,7 +41,7 @@ NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
 TASKS = (*CHOICE_TASKS, *NER_TASKS)
 
 
-class JmedLLMError(ValueError):
+class JmedLLMError(BenchmarkError):
     """Malformed data or prediction files; the message names the file, line and field."""
 
 
@@ -120,7 +125,7 @@ def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "ups
         if mode == "upstream":
             pred = [first_letter(o) for o in outputs]
         else:
-            pred = [standalone_letter(o, options(r)) for o, r in zip(outputs, rows)]
+            pred = [standalone_letter(o, option_letters(r)) for o, r in zip(outputs, rows)]
         accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
         return {"accuracy": accuracy, "kappa": cohen_kappa(gold, pred, CHOICE_TASKS[task]), "predictions": pred,
                 "gold": gold}
@@ -173,7 +178,7 @@ NER_SYSTEM = ("与えられた医学に関する質問から、最も適切な�
               "なお、回答にはPythonのリスト形式（例：['回答1', '回答2']）のみを含め、他には何も含めないことを厳守してください。")
 
 
-def options(row: dict) -> str:
+def option_letters(row: dict) -> str:
     """The row's option letters: empty option cells are not options (RRTNM's T/N/M have 4-6)."""
     return "".join(L for L in "ABCDEF" if (row.get(f"option{L}") or "").strip())
 
@@ -181,7 +186,7 @@ def options(row: dict) -> str:
 def conversation(task: str, row: dict) -> list[dict]:
     """The official prompt of a row."""
     if task in CHOICE_TASKS:
-        user = f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {row[f'option{L}']}\n" for L in options(row))
+        user = f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {row[f'option{L}']}\n" for L in option_letters(row))
         return [{"role": "system", "content": CHOICE_SYSTEM}, {"role": "user", "content": user}]
     return [{"role": "system", "content": NER_SYSTEM}, {"role": "user", "content": row["question"]}]
 
@@ -209,25 +214,70 @@ def report(results: dict[str, dict], outputs: dict[str, list[str]], mode: str, s
     return rows, metrics
 
 
-def evaluate(lm: LocalLM, data_dir: str | Path, tasks: tuple[str, ...] = TASKS, method: Method = "generate",
-             mode: str = "upstream", max_new_tokens: int = 512, batch_size: int = 8,
-             progress: bool = True) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, list[int]]]:
+@dataclasses.dataclass(kw_only=True)
+class Options(Config):
+    """How the tasks are put to a model; the defaults are the official evaluator's."""
+
+    tasks: list[str] = option(factory=lambda: list(TASKS), help=f"the tasks to put, of {', '.join(TASKS)}")
+    method: Method = option("generate", "generate, or rank a choice task's option letters by log-likelihood "
+                                        "(NER tasks are always generated)")
+    mode: Literal["upstream", "corrected"] = option("upstream", "scoring: the published evaluator's, or corrected")
+    max_new_tokens: int = option(512, "new tokens of a generated answer (official: 512)")
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ConfigError(f"unknown JMED-LLM tasks {unknown}; the tasks are {list(TASKS)}")
+
+
+def load(data: Sequence[str], options: Options) -> dict[str, list[dict]]:
+    """{task: rows} of the chosen tasks in the datasets folder."""
+    (folder,) = data
+    return {task: load_task(folder, task) for task in options.tasks}
+
+
+def evaluate(lm: LocalLM, tasks: dict[str, list[dict]], options: Options = Options(),
+             context: Context = Context()) -> tuple[dict[str, dict], dict[str, list[str]], dict[str, list[int]]]:
     """(metrics per task as `score_task` gives them, the raw outputs, rows not put to the model)."""
-    unknown = set(tasks) - set(TASKS)
-    if unknown:
-        raise JmedLLMError(f"unknown tasks {sorted(unknown)}; the tasks are {list(TASKS)}")
     results, outputs, errors = {}, {}, {}
-    for task in tasks:
-        rows = load_task(data_dir, task)
-        items = [Item(str(i), [conversation(task, r)], [(L, L) for L in options(r)] if task in CHOICE_TASKS else None)
-                 for i, r in enumerate(rows)]
-        answers = answer_items(lm, items, method, max_new_tokens, batch_size, progress=progress)
+    for task, rows in tasks.items():
+        items = [Item(str(i), [conversation(task, r)],
+                      [(L, L) for L in option_letters(r)] if task in CHOICE_TASKS else None) for i, r in enumerate(rows)]
+        answers = answer_items(lm, items, options.method, options.max_new_tokens, context.batch_size,
+                               progress=context.progress)
         outputs[task] = [answers[str(i)].output for i in range(len(rows))]
         errors[task] = [i for i in range(len(rows)) if answers[str(i)].error]
-        results[task] = score_task(task, rows, outputs[task], mode)
+        results[task] = score_task(task, rows, outputs[task], options.mode)
     return results, outputs, errors
 
 
 def headline(metrics: dict) -> dict[str, float]:
     """The numbers a checkpoint sweep plots: kappa per choice task, partial F1 per NER task."""
     return {task: metrics[task]["kappa" if task in CHOICE_TASKS else "partial_f1"] for task in TASKS if task in metrics}
+
+
+# ------------------------------------------------------------------ the registered benchmark
+
+def run(lm: LocalLM, tasks: dict[str, list[dict]], options: Options, context: Context) -> Result:
+    results, outputs, errors = evaluate(lm, tasks, options, context)
+    settings = {"model": lm.name, "chat": lm.chat, "method": options.method, "max_new_tokens": options.max_new_tokens}
+    rows, metrics = report(results, outputs, options.mode, settings, errors)
+    return Result(rows, metrics, headline(metrics), table(results), problems_of({t: metrics[t] for t in results}),
+                  unit="rows")
+
+
+def score_files(data: Sequence[str], predictions: Sequence[str], options: Options) -> Result:
+    """A published outputs file ({"task", "index", "output"} per line); only its tasks are scored."""
+    (folder,) = data
+    (path,) = predictions
+    outputs = load_predictions(path, folder)
+    results = {task: score_task(task, load_task(folder, task), outputs[task], options.mode)
+               for task in TASKS if task in outputs}
+    rows, metrics = report(results, outputs, options.mode)
+    missing = [Problem("missing", outputs[task + ":missing"], task) for task in results if outputs.get(task + ":missing")]
+    return Result(rows, metrics, headline(metrics), table(results), missing, unit="rows")
+
+
+BENCHMARK = Benchmark(name="jmed-llm", options=Options, load=load, run=run, score=score_files,
+                      data_help="the JMED-LLM datasets folder (<task>.csv)",
+                      predictions_help='JSONL of {"task", "index", "output"}')

@@ -14,21 +14,25 @@ Accuracy comes with a 95% Wilson confidence interval: on a few hundred questions
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from slm.eval.harness import Item, Method, answer_items, fit
+from slm.config import Config, ConfigError
+from slm.eval.harness import Benchmark, Context, Item, Method, Problem, Result, answer_items, fit, option
 from slm.finetune import converters
 from slm.lm import LocalLM
 
-BENCHMARKS = ("medqa", "medmcqa", "pubmedqa", "mmlu")
+NAMES = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 COT_INSTRUCTION = "Think step by step, then end with \"The answer is X\", X being {choices}."
 
 
@@ -43,8 +47,8 @@ class MCQ:
 
 def load(benchmark: str, paths: Sequence[str | Path], cop_base: int = 1) -> tuple[list[MCQ], list[str]]:
     """(questions, skipped records with file, line and reason) of a benchmark's files."""
-    if benchmark not in BENCHMARKS:
-        raise ValueError(f"benchmark must be one of {list(BENCHMARKS)}, not {benchmark!r}")
+    if benchmark not in NAMES:
+        raise ValueError(f"benchmark must be one of {list(NAMES)}, not {benchmark!r}")
     if benchmark == "pubmedqa":
         converted = converters.Converted()
         for path in paths:
@@ -123,19 +127,35 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
-def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), shots: int = 0,
-             selection: str = "fixed", cot: bool = False, samples: int = 1, temperature: float = 0.7,
-             method: Method = "generate", max_new_tokens: int | None = None, batch_size: int = 8,
-             embedder: LocalLM | None = None, seed: int = 0, progress: bool = True) -> dict:
+@dataclasses.dataclass(kw_only=True)
+class Options(Config):
+    train: list[str] = option(factory=list, help="the training split few-shot examples come from")
+    shots: int = option(0, "few-shot examples")
+    selection: Literal["fixed", "knn"] = option("fixed", "the first k examples, or the k nearest")
+    embedder: str | None = option(None, "the model whose embeddings choose kNN examples (default: the model itself)")
+    cot: bool = option(False, "chain of thought, then 'The answer is X'")
+    samples: int = option(1, "self-consistency: sampled chains voting")
+    temperature: float = option(0.7, "sampling temperature of the chains")
+    method: Method = option("generate", "generate, or rank the labels by log-likelihood (base models)")
+    max_new_tokens: int | None = option(None, "default: 16, or 512 with chain of thought")
+    cop_base: int = option(1, "MedMCQA: cop counts from 1 (original) or 0")
+
+    def validate(self) -> None:
+        if self.method == "loglik" and (self.cot or self.samples > 1):
+            raise ConfigError("log-likelihood ranking has no chain of thought and no sampling: use method generate")
+
+    def new_tokens(self) -> int:
+        return self.max_new_tokens or (512 if self.cot else 16)
+
+
+def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), options: Options = Options(),
+             context: Context = Context(), embedder: LocalLM | None = None, seed: int = 0) -> dict:
     """Accuracy (with its interval) and per-question rows: prompt shots, outputs, votes, answer."""
+    shots, cot, samples, method = options.shots, options.cot, options.samples, options.method
     if shots and not train:
         raise ValueError("few-shot prompting needs a training split to take the examples from")
-    if selection not in ("fixed", "knn"):
-        raise ValueError(f"selection must be 'fixed' or 'knn', not {selection!r}")
-    if method == "loglik" and (cot or samples > 1):
-        raise ValueError("log-likelihood ranking has no chain of thought and no sampling: use method='generate'")
-    max_new_tokens = max_new_tokens or (512 if cot else 16)
-    per_question = (knn_shots(questions, train, shots, embedder or lm, batch_size) if shots and selection == "knn"
+    max_new_tokens, batch_size, progress = options.new_tokens(), context.batch_size, context.progress
+    per_question = (knn_shots(questions, train, shots, embedder or lm, batch_size) if shots and options.selection == "knn"
                     else [list(train[:shots])] * len(questions))
     space = "" if lm.chat else " "  # "Answer: B" as text; a chat model's turn starts with the letter itself
     items = [Item(q.id, [conversation(q, s[d:], cot, plain=not lm.chat) for d in range(len(s) + 1)],
@@ -158,7 +178,7 @@ def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), s
             dropped[q.id] = fitted[q.id][0]
             errors[q.id] = None if fitted[q.id][1] is not None else "prompt does not fit the model's context"
         for s in tqdm(range(samples), desc="self-consistency samples", disable=not progress, leave=False):
-            texts = lm.generate([p for _, p in live], max_new_tokens=max_new_tokens, temperature=temperature,
+            texts = lm.generate([p for _, p in live], max_new_tokens=max_new_tokens, temperature=options.temperature,
                                 seed=seed + 1000 * s, batch_size=batch_size)
             for (q, _), completion in zip(live, texts):
                 outputs[q.id].append(completion.text)
@@ -178,9 +198,9 @@ def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), s
     low, high = wilson(correct, n)
     return {"questions": n, "correct": correct, "accuracy": correct / max(n, 1), "ci95": [low, high],
             "unparsed": unparsed, "not_answered": [q.id for q in questions if errors[q.id]], "rows": rows,
-            "settings": {"model": lm.name, "chat": lm.chat, "method": method, "shots": shots, "selection": selection,
-                         "cot": cot, "samples": samples, "temperature": temperature if samples > 1 else None,
-                         "max_new_tokens": max_new_tokens}}
+            "settings": {"model": lm.name, "chat": lm.chat, "method": method, "shots": shots,
+                         "selection": options.selection, "cot": cot, "samples": samples,
+                         "temperature": options.temperature if samples > 1 else None, "max_new_tokens": max_new_tokens}}
 
 
 def table(results: dict[str, dict]) -> str:
@@ -189,3 +209,33 @@ def table(results: dict[str, dict]) -> str:
         lines.append(f"| {name} | {r['accuracy']:.1%} | {r['ci95'][0]:.1%}–{r['ci95'][1]:.1%} | {r['questions']} | "
                      f"{len(r['unparsed'])} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ the registered benchmarks
+
+@dataclass
+class Split:
+    questions: list[MCQ]
+    train: list[MCQ]  # few-shot examples
+    skipped: list[str]  # records skipped, with file, line and reason
+
+
+def load_split(benchmark: str, data: Sequence[str], options: Options) -> Split:
+    questions, skipped = load(benchmark, data, options.cop_base)
+    train, train_skipped = load(benchmark, options.train, options.cop_base) if options.train else ([], [])
+    return Split(questions, train, skipped + train_skipped)
+
+
+def run(benchmark: str, lm: LocalLM, split: Split, options: Options, context: Context) -> Result:
+    embedder = context.load_lm(options.embedder) if options.embedder else None
+    result = evaluate(lm, split.questions, split.train, options, context, embedder)
+    rows = result.pop("rows")
+    notes = [f"{len(split.skipped)} records skipped: {split.skipped[:5]}"] if split.skipped else []
+    problems = [Problem(kind, result[kind], benchmark) for kind in ("unparsed", "not_answered") if result[kind]]
+    return Result(rows, {benchmark: result, "skipped_records": split.skipped}, {"accuracy": result["accuracy"]},
+                  table({benchmark: result}), problems, notes=notes)
+
+
+BENCHMARKS = [Benchmark(name=name, options=Options, load=partial(load_split, name), run=partial(run, name),
+                        data_help="the test files in the benchmark's published schema", many_files=True)
+              for name in NAMES]

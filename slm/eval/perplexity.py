@@ -10,11 +10,16 @@ context, every token predicted once (slm.lm `document_nll`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from slm.config import Config
+from slm.data.readers import ReadErrors, SourceConfig, read_documents
+from slm.eval.harness import Benchmark, BenchmarkError, Context, Result
 from slm.lm import LocalLM
 
 
@@ -26,3 +31,39 @@ def perplexity(lm: LocalLM, documents: Iterable[str], progress: bool = False) ->
         nll, tokens, chars, n = nll + doc_nll, tokens + doc_tokens, chars + len(text), n + 1
     return {"documents": n, "tokens": tokens, "characters": chars, "nll": nll,
             "perplexity": math.exp(nll / max(tokens, 1)), "bits_per_character": nll / math.log(2) / max(chars, 1)}
+
+
+# ------------------------------------------------------------------ the registered benchmark
+
+@dataclasses.dataclass(kw_only=True)
+class Options(Config):
+    """Perplexity has nothing to choose: every token of every document is scored."""
+
+
+@dataclass
+class Heldout:
+    documents: list[str]
+    skipped: int  # unreadable lines of the inputs
+
+
+def load(data: Sequence[str], options: Options) -> Heldout:
+    """Held-out text files (documents apart by blank lines) or JSONL; no readable document is an error."""
+    errors = ReadErrors()
+    docs = [d.text for d in read_documents(SourceConfig(name="heldout", paths=[str(f) for f in data]), errors)]
+    if not docs:
+        raise BenchmarkError(f"{', '.join(map(str, data))}: no readable document ({errors.total} unreadable lines)")
+    return Heldout(docs, errors.total)
+
+
+def run(lm: LocalLM, heldout: Heldout, options: Options, context: Context) -> Result:
+    result = {**perplexity(lm, heldout.documents, context.progress), "model": lm.name,
+              "unreadable_lines_skipped": heldout.skipped}
+    table = ("| documents | tokens | characters | perplexity | bits/character |\n|---|---|---|---|---|\n"
+             f"| {result['documents']:,} | {result['tokens']:,} | {result['characters']:,} | "
+             f"{result['perplexity']:.2f} | {result['bits_per_character']:.3f} |\n")
+    headline = {"perplexity": result["perplexity"], "bits_per_character": result["bits_per_character"]}
+    return Result([], result, headline, table, unit="documents", notes=[f"{heldout.skipped} unreadable lines skipped"])
+
+
+BENCHMARK = Benchmark(name="perplexity", options=Options, load=load, run=run, many_files=True,
+                      data_help="text files (documents separated by blank lines) or JSONL")

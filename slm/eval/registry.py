@@ -1,0 +1,115 @@
+"""The benchmarks by name: the one list that `evaluate.py`'s subcommands, checkpoint sweeps and
+recipes are built from.
+
+Adding a benchmark is one module in slm/eval (a `Benchmark`: name, options dataclass, `load`,
+`run`, optionally `score`; see slm.eval.harness) and one line in `_BUILTIN` below.
+Code outside the package (a hospital's own question set) calls `register` instead.
+
+    from slm.eval import registry
+    task = registry.task("igakuqa", ["IgakuQA/"], {"method": "loglik"})   # data checked here
+    result = registry.run(task, load_lm("runs/pretrain/x"), out="runs/eval/x/igakuqa")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slm.config import Config
+from slm.eval import igakuqa, jmed_llm, mcqa, perplexity, qa
+from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, write_results
+from slm.lm import LocalLM
+
+_BUILTIN = (
+    igakuqa.BENCHMARK,
+    jmed_llm.BENCHMARK,
+    perplexity.BENCHMARK,
+    qa.BENCHMARK,
+    *mcqa.BENCHMARKS,
+)
+_REGISTRY: dict[str, Benchmark] = {}
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    if benchmark.name in _REGISTRY:
+        raise ValueError(f"a benchmark named {benchmark.name!r} is already registered")
+    _REGISTRY[benchmark.name] = benchmark
+    return benchmark
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+for _benchmark in _BUILTIN:
+    register(_benchmark)
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Benchmark:
+    if name not in _REGISTRY:
+        raise BenchmarkError(f"unknown benchmark {name!r}; the benchmarks are {names()}")
+    return _REGISTRY[name]
+
+
+def options(name: str, values: Config | dict | None = None, source: str | None = None) -> Config:
+    """The benchmark's options from a mapping (unknown keys and bad values are errors naming them)."""
+    cls = get(name).options
+    if isinstance(values, cls):
+        return values
+    return cls.from_dict(dict(values or {}), source=source or f"{name} options")
+
+
+@dataclass
+class Task:
+    """A benchmark with its options and its data, loaded and validated: ready for any model."""
+
+    benchmark: Benchmark
+    options: Config
+    data: Any
+    files: list[str]
+
+
+def task(name: str, data: str | Path | Sequence[str | Path], values: Config | dict | None = None,
+         source: str | None = None) -> Task:
+    """Read and check a benchmark's data and options, before any model is loaded."""
+    benchmark = get(name)
+    files = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    if not files:
+        raise BenchmarkError(f"{name}: no data given")
+    if not benchmark.many_files and len(files) != 1:
+        raise BenchmarkError(f"{name} reads one data folder or file, got {len(files)}: {files}")
+    chosen = options(name, values, source)
+    return Task(benchmark, chosen, benchmark.load(files, chosen), files)
+
+
+def run(task: Task, lm: LocalLM, out: str | Path | None = None, context: Context = Context(),
+        echo: bool = False) -> Result:
+    """Put the task to the model; write its files to `out` (if given) and print its summary (if `echo`)."""
+    result = task.benchmark.run(lm, task.data, task.options, context)
+    finish(result, out, echo)
+    return result
+
+
+def score(name: str, data: str | Path | Sequence[str | Path], predictions: Sequence[str | Path],
+          values: Config | dict | None = None, out: str | Path | None = None, echo: bool = False) -> Result:
+    """Score published prediction files by the benchmark's official rules (no model)."""
+    benchmark = get(name)
+    if benchmark.score is None:
+        raise BenchmarkError(f"{name} has no published prediction format to score")
+    files = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    result = benchmark.score(files, [str(p) for p in predictions], options(name, values))
+    finish(result, out, echo)
+    return result
+
+
+def finish(result: Result, out: str | Path | None, echo: bool) -> None:
+    if out is not None:
+        write_results(out, result)
+    if echo:
+        print(result.summary() + (f"written to {out}" if out is not None else ""), end="\n" if out else "")

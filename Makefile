@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(PY) evaluate.py jmed-llm --model runs/finetune/tiny-sample --data $(SAMPLE_BENCH)/jmed-llm --max-new-tokens 32
 	$(PY) evaluate.py sweep runs/pretrain/tiny-sample --benchmarks igakuqa jmed-llm perplexity --method loglik \
 		--igakuqa-data $(SAMPLE_BENCH)/igakuqa --jmed-llm-data $(SAMPLE_BENCH)/jmed-llm \
-		--heldout data/sample/corpus/nursing_notes.txt
+		--perplexity-data data/sample/corpus/nursing_notes.txt
 
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py

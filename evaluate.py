@@ -32,10 +32,14 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
+import torch
+
 from slm.checkpoint import CheckpointError
 from slm.config import ConfigError
 from slm.eval import registry
 from slm.eval.harness import BenchmarkError, Context
+from slm.eval.sweep import sweep
+from slm.lm import load_lm
 from slm.runs import EVAL_DIR, display_name, resolve_model_dir
 from tokenizer.corpus import CorpusError
 
@@ -43,10 +47,6 @@ ERRORS = (BenchmarkError, ConfigError, CorpusError, CheckpointError, FileNotFoun
 
 
 def load_model(args, path):
-    import torch  # only once a model is needed: the data have been checked by then
-
-    from slm.lm import load_lm
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
              "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -148,8 +148,6 @@ def parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ the commands
 
 def run_sweep(args) -> None:
-    from slm.eval.sweep import sweep
-
     tasks = {}
     for name in args.benchmarks:  # every benchmark's data checked before the first checkpoint is loaded
         data = getattr(args, f"data:{name}")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from slm.model import SLM, Attention
+from tokenizer.morph import STARTER_DICT
 
 _CJK_FONTS = ("IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "VL Gothic",
               "Hiragino Sans", "Yu Gothic", "MS Gothic")
@@ -103,13 +104,13 @@ def project(vectors: np.ndarray | torch.Tensor, method: str = "pca", seed: int =
         return centred @ vt[:2].T
     if method == "tsne":
         try:
-            from sklearn.manifold import TSNE
+            from sklearn.manifold import TSNE  # optional extra: slm[notebooks]
         except ImportError:
             raise ImportError("t-SNE needs scikit-learn: pip install -e '.[quality]'") from None
         return TSNE(2, perplexity=min(perplexity, len(x) - 1), random_state=seed, init="pca").fit_transform(x)
     if method == "umap":
         try:
-            import umap
+            import umap  # optional: umap-learn
         except ImportError:
             raise ImportError("UMAP needs umap-learn: pip install umap-learn") from None
         return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed).fit_transform(x)
@@ -119,8 +120,7 @@ def project(vectors: np.ndarray | torch.Tensor, method: str = "pca", seed: int =
 def medical_terms(path: str | Path | None = None, per_category: int | None = None) -> dict[str, list[str]]:
     """A medical dictionary's terms by category (disease, drug, exam, ...); by default the
     tokenizer's own (tokenizer/dict/medical_terms.csv)."""
-    if path is None:
-        from tokenizer.morph import STARTER_DICT as path
+    path = STARTER_DICT if path is None else path
     groups: dict[str, list[str]] = {}
     with open(path, encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
@@ -198,7 +198,7 @@ def cross_document_attention(weights: torch.Tensor, doc_ids: torch.Tensor) -> to
 def japanese_font() -> str | None:
     """Make matplotlib draw Japanese: matplotlib-fontja's IPAexGothic, else an installed CJK font.
     Returns the font's name, or None (then label tokens by id: see `token_labels`)."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
     from matplotlib import font_manager
 
     try:
@@ -231,7 +231,7 @@ def save_figure(fig, path: str | Path | None) -> None:
 def plot_embeddings(model: SLM, tok, groups: dict[str, Sequence[str]], method: str = "pca",
                     path: str | Path | None = None, title: str | None = None, annotate: bool = True):
     """Terms projected to 2-D, coloured by their group (e.g. the medical dictionary's categories)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
 
     font = japanese_font()
     terms = [(group, term) for group, members in groups.items() for term in members]
@@ -256,7 +256,7 @@ def plot_attention(weights: torch.Tensor, tok, input_ids: torch.Tensor, layer: i
                    path: str | Path | None = None, max_labels: int = 60):
     """One layer's attention map for the first row (a head, or the mean over heads): queries down,
     keys across; dashed lines at each <end_of_text>, where packed documents meet (Appendix A.6)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a plot is drawn
 
     font = japanese_font()
     w = weights[layer, 0] if head is None else weights[layer, 0, head : head + 1]

@@ -69,7 +69,7 @@ class _Tokenizer:
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str], unit: Unit = "words") -> float:
     """Mean ROUGE-L F-measure (rouge-score, the Google implementation of ROUGE-1.5.5's LCS)."""
-    from rouge_score.rouge_scorer import RougeScorer
+    from rouge_score.rouge_scorer import RougeScorer  # optional extra: slm[eval]
 
     scorer = RougeScorer(["rougeL"], tokenizer=_Tokenizer(unit))
     scores = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]
@@ -78,7 +78,7 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str], unit: Unit = 
 
 def bleu(predictions: Sequence[str], references: Sequence[str], unit: Unit = "words") -> float:
     """Corpus BLEU (sacrebleu, 0-100): its 13a tokenizer for words, its character tokenizer for Japanese."""
-    import sacrebleu
+    import sacrebleu  # optional extra: slm[eval]
 
     return sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize="char" if unit == "chars" else "13a").score
 

@@ -10,9 +10,10 @@ Llama/Mistral (gated SiLU MLP, no embedding scale), Gemma (gated GELU-tanh MLP, 
 with (1 + weight), scaled and tied embeddings), Gemma 3 (also q/k norms, sandwich norms,
 a softmax scale, sliding-window layers with their own RoPE base), Qwen2 (q/k/v biases).
 
-The model holds no parallelism, no checkpoint I/O and no data logic: DDP,
-DeepSpeed, torch.compile, activation checkpointing and saving wrap it from
-outside (slm.train, slm.checkpoint). It depends on torch only.
+The model holds no parallelism and no data logic: DDP, DeepSpeed, torch.compile
+and activation checkpointing wrap it from outside (slm.train). Its entry points
+`from_pretrained`, `save_pretrained` and `generate` call slm.checkpoint (the folder's
+files) and slm.generate, which never import this module back.
 
 Conventions (the same as Hugging Face transformers, so users moving between
 the two are not surprised):
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 from slm.checkpoint import WEIGHTS_NAME, CheckpointError, read_model_folder, write_model_folder
@@ -146,7 +148,7 @@ def _flash_attn():
     global _flash_attn_module
     if _flash_attn_module is None:
         try:
-            import flash_attn
+            import flash_attn  # optional extra: flash-attn, CUDA only
         except ImportError:
             flash_attn = False
         _flash_attn_module = flash_attn
@@ -306,8 +308,6 @@ def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: to
     a loss sum and dropped, and the backward pass makes them again (checkpointing), so the
     (B, T, vocab) logits, their float32 copy and their gradient never exist whole: at 32k vocabulary
     and 8 x 2048 tokens that is about 5 GB less at the peak. Same value as the plain loss."""
-    from torch.utils.checkpoint import checkpoint
-
     target = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
     flat = hidden.reshape(-1, hidden.shape[-1])
     total = sum(checkpoint(_cross_entropy_sum, h, weight, t, use_reentrant=False)

@@ -24,7 +24,7 @@ NEUTRAL_CLEANING = CleanConfig(skip=["fullwidth_punct", "dashes", "unify_symbols
 
 class HFTokenizer:
     def __init__(self, directory: str | Path):
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # optional heavy dependency: transformers
 
         self.directory = Path(directory)
         if not (self.directory / HF_CONFIG).is_file():
@@ -128,7 +128,7 @@ def load_tokenizer(directory: str | Path):
     directory = Path(directory)
     if (directory / HF_CONFIG).is_file():
         return HFTokenizer(directory)
-    from tokenizer.japanese import JapaneseTokenizer
+    from tokenizer.japanese import JapaneseTokenizer  # the MeCab stack (sentencepiece, fugashi), ours only
 
     return JapaneseTokenizer.load(directory)
 

@@ -70,14 +70,6 @@ class JapaneseTokenizer:
     def load(cls, directory: str | Path) -> JapaneseTokenizer:
         return cls(directory)
 
-    @classmethod
-    def train(cls, inputs: Iterable[str | Path], out: str | Path, **kwargs) -> JapaneseTokenizer:
-        """Train on text files (see tokenizer.unigram.train_tokenizer for the options) and load the result."""
-        from tokenizer.unigram import train_tokenizer
-
-        train_tokenizer(inputs, out, **kwargs)
-        return cls(out)
-
     def save(self, directory: str | Path) -> None:
         """Write the tokenizer folder to `directory` (e.g. into a model checkpoint), added tokens included."""
         directory = Path(directory)

@@ -36,7 +36,7 @@ class UserDictError(ValueError):
 
 
 def unidic_dir() -> str:
-    import unidic_lite
+    import unidic_lite  # the MeCab stack (see Morphology)
 
     return unidic_lite.DICDIR
 
@@ -124,7 +124,7 @@ class Morphology:
     """Splits one line of text (spaces already turned into the meta-space) into morphemes."""
 
     def __init__(self, user_dict: str | Path | None = None):
-        import fugashi
+        import fugashi  # the MeCab stack, loaded when text is tokenised: slm.model and slm.train import without it
 
         args = "-Owakati"
         if user_dict is not None:

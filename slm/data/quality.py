@@ -219,7 +219,7 @@ class QualityClassifier:
         self._forest = None
 
     def fit(self, embeddings: np.ndarray, labels: Sequence[int]) -> QualityClassifier:
-        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.ensemble import RandomForestClassifier  # optional extra: slm[quality]
 
         embeddings = np.asarray(embeddings, dtype=np.float32)
         labels = np.asarray(labels)
@@ -247,7 +247,7 @@ class QualityClassifier:
 
     def save(self, path: str | Path) -> None:
         """Write the training set and settings as a plain .npz (no pickle)."""
-        import sklearn
+        import sklearn  # optional extra: slm[quality]
 
         if self._forest is None:
             raise RuntimeError("the classifier is not fitted: nothing to save")
@@ -264,7 +264,7 @@ class QualityClassifier:
     @classmethod
     def load(cls, path: str | Path) -> QualityClassifier:
         """Read a saved classifier and refit it (deterministic for the saved random_state)."""
-        import sklearn
+        import sklearn  # optional extra: slm[quality]
 
         with np.load(path, allow_pickle=False) as f:
             if "format_version" not in f.files or int(f["format_version"]) != FORMAT_VERSION:

@@ -69,7 +69,7 @@ def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[
 def plot(rows: list[dict], path: Path, per_step: int | None, title: str = "") -> None:
     """One panel per benchmark (perplexity and bits per character apart, on log scales), a line
     per metric against step, tokens seen on the top axis. Points are left to the CSV."""
-    import matplotlib
+    import matplotlib  # heavy: only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -13,6 +13,7 @@ row that shares a document with an evaluation row, across all tasks.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import csv
 import json
@@ -266,8 +267,6 @@ CONVERTERS = {"jmed-llm": convert_jmed_llm, "igakuqa": convert_igakuqa, "medqa":
 
 def main(argv=None) -> int:
     """python -m slm.finetune.converters --format jmed-llm --input all/*.csv --exclude eval/*.csv --out train.jsonl"""
-    import argparse
-
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--format", required=True, choices=[*CONVERTERS, "pubmedqa"])
     p.add_argument("--input", nargs="+", required=True)

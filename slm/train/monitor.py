@@ -11,7 +11,7 @@ import math
 from collections import deque
 from pathlib import Path
 
-from slm.runs import LOSS_PLOT, METRICS_FILE
+from slm.runs import LOSS_PLOT, METRICS_FILE, read_log
 from slm.train.config import SpikeConfig
 
 
@@ -46,7 +46,7 @@ class Monitor:
         self._tb = None
         if enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard
 
                 self._tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional
@@ -69,19 +69,19 @@ class Monitor:
         def before(record: dict) -> bool:  # an evaluation at `step` was logged before the checkpoint
             return record.get("step", -1) < step or (record.get("kind") == "eval" and record.get("step") == step)
 
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if before(json.loads(line))]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [record for record in read_log(self.path.parent) if before(record)]  # a torn last line goes too
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
 
     def plot(self) -> None:
         """loss.png: training loss per step (and held-out loss where measured), learning rate below."""
         if not (self.enabled and self.path.is_file()):
             return
-        import matplotlib
+        import matplotlib  # heavy: only when a plot is drawn
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+        records = read_log(self.path.parent)
         train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and math.isfinite(r.get("loss", math.nan))]
         held = [(r["step"], r["eval_loss"]) for r in records if r.get("kind") == "eval"]
         lrs = [(r["step"], r["lr"]) for r in records if r.get("kind") == "train"]

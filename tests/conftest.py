@@ -27,6 +27,17 @@ def small_model(**overrides) -> SLM:
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "data" / "sample" / "corpus"
 
 
+def fake_run(run: Path, model_dir: Path, tok, steps) -> Path:
+    """A run folder whose complete checkpoints at `steps` all hold the model of `model_dir`."""
+    for step in steps:
+        ckpt = run / "checkpoints" / f"step-{step:07d}"
+        SLM.from_pretrained(model_dir).save_pretrained(ckpt)
+        tok.save(ckpt / "tokenizer")
+        (ckpt / "trainer_state").mkdir()
+        (ckpt / "trainer_state" / "trainer.json").write_text(f'{{"step": {step}}}')
+    return run
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     """A tokenizer trained once on the shipped sample corpus (small vocabulary, one process)."""

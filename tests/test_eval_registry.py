@@ -8,11 +8,11 @@ import types
 
 import pytest
 
+from conftest import fake_run
 from evaluate import main
 from slm.config import Config, ConfigError
 from slm.eval import registry
 from slm.eval.harness import Benchmark, BenchmarkError, Problem, Result, option
-from slm.model import SLM
 
 
 def _toy_module() -> types.ModuleType:
@@ -80,13 +80,7 @@ def test_the_data_are_checked_before_a_model_is_loaded(toy, tmp_path, capsys):
 
 
 def test_a_registered_benchmark_appears_in_a_sweep(toy, questions, slm_dir, tok, tmp_path):
-    run = tmp_path / "run"
-    for step in (10, 20):
-        checkpoint = run / "checkpoints" / f"step-{step:07d}"
-        SLM.from_pretrained(slm_dir).save_pretrained(checkpoint)
-        tok.save(checkpoint / "tokenizer")
-        (checkpoint / "trainer_state").mkdir()
-        (checkpoint / "trainer_state" / "trainer.json").write_text(json.dumps({"step": step}))
+    run = fake_run(tmp_path / "run", slm_dir, tok, (10, 20))
     assert main(["sweep", str(run), "--benchmarks", "toy", "--toy-data", str(questions), "--max-new-tokens", "2"]) == 0
     with open(run / "eval" / "sweep.csv") as f:
         rows = list(csv.DictReader(f))

@@ -5,21 +5,14 @@ import csv
 import pytest
 
 from evaluate import main
-from conftest import SAMPLE_BENCHMARKS
+from conftest import SAMPLE_BENCHMARKS, fake_run
 from slm.eval.sweep import sweep
-from slm.model import SLM
 
 
 @pytest.fixture()
 def run(tmp_path, slm_dir, tok):
     """A run folder with two complete checkpoints of a tiny model and one half-written."""
-    run = tmp_path / "run"
-    for step in (100, 200):
-        ckpt = run / "checkpoints" / f"step-{step:07d}"
-        SLM.from_pretrained(slm_dir).save_pretrained(ckpt)
-        tok.save(ckpt / "tokenizer")
-        (ckpt / "trainer_state").mkdir()
-        (ckpt / "trainer_state" / "trainer.json").write_text(f'{{"step": {step}}}')
+    run = fake_run(tmp_path / "run", slm_dir, tok, (100, 200))
     (run / "checkpoints" / "step-0000300").mkdir()  # no trainer_state: incomplete, skipped
     (run / "config.yaml").write_text("global_batch: 16\nseq_len: 128\n")
     return run

@@ -84,6 +84,17 @@ def test_ranks_get_disjoint_rows_that_together_are_the_single_process_stream(dat
     assert torch.equal(next(r0)["input_ids"], ranks[0][2]["input_ids"])
 
 
+def test_both_training_loaders_are_loaders_and_split_ranks_by_one_rule(data):
+    from slm.chat import Encoded
+    from slm.data.loader import Loader, rank_rows
+    from slm.finetune.data import ChatLoader
+
+    assert isinstance(PackedLoader(data, seq_len=5, micro_batch=2), Loader)
+    assert isinstance(ChatLoader([[Encoded([1, 2], [-100, 2])]], max_len=2, micro_batch=1, pad_id=0), Loader)
+    taken = [list(rank_rows(t, rank=r, world_size=2, micro_batch=3)) for t in range(2) for r in range(2)]
+    assert taken == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]  # step by step, rank by rank: the global rows
+
+
 def test_mixture_shares_are_exact_and_epochs_reshuffle(data):
     loader = PackedLoader(data, seq_len=5, micro_batch=10, seed=0,
                           mixture=MixtureConfig(weights={"general": 3.0, "textbooks": 1.0}))

@@ -10,7 +10,8 @@ from conftest import SAMPLE_CORPUS
 from slm.config import ConfigError, ModelConfig
 from slm.chat import USER
 from slm.finetune.instructions import load_conversations, to_messages
-from slm.finetune.trainer import ChatLoader, FinetuneConfig, finetune, score
+from slm.finetune.data import ChatLoader, held_out_batches
+from slm.finetune.trainer import FinetuneConfig, FinetuneTrainer, finetune, score
 from slm.data.readers import ReadErrors
 from slm.lm import load_lm
 from slm.model import SLM
@@ -110,14 +111,75 @@ def test_chat_loader_is_resumable_and_ranks_are_disjoint():
     from slm.chat import Encoded
 
     rows = [[Encoded([i, i, i], [-100, i, i])] for i in range(10)]
-    one = ChatLoader(rows, 4, 2, pad_id=0, seed=3)
+    one = ChatLoader(rows, max_len=4, micro_batch=2, pad_id=0, seed=3)
     seq = [next(one)["input_ids"][:, 0].tolist() for _ in range(6)]
-    a, b = ChatLoader(rows, 4, 1, 0, rank=0, world_size=2, seed=3), ChatLoader(rows, 4, 1, 0, rank=1, world_size=2, seed=3)
+    a, b = (ChatLoader(rows, max_len=4, micro_batch=1, pad_id=0, rank=r, world_size=2, seed=3) for r in (0, 1))
     assert [x for _ in range(6) for x in next(a)["input_ids"][:, 0].tolist() + next(b)["input_ids"][:, 0].tolist()] == \
         [x for s in seq for x in s]
-    again = ChatLoader(rows, 4, 2, pad_id=0, seed=3)
+    again = ChatLoader(rows, max_len=4, micro_batch=2, pad_id=0, seed=3)
     again.load_state_dict({"step": 3, "rows": 10, "seed": 3})
     assert next(again)["input_ids"][:, 0].tolist() == seq[3]
+
+
+def test_held_out_rows_split_over_ranks_once_each():
+    from slm.chat import Encoded
+
+    rows = [[Encoded([i, i], [-100, i])] for i in range(7)]
+    firsts = lambda batches: [x for b in batches for x in b["input_ids"][:, 0].tolist()]
+    ranks = [firsts(held_out_batches(rows, max_len=3, micro_batch=2, pad_id=0, rank=r, world_size=2)) for r in (0, 1)]
+    assert ranks == [[0, 1, 4, 5], [2, 3, 6]]  # micro-batches interleaved as in training; the last one short
+    assert firsts(held_out_batches(rows, max_len=3, micro_batch=2, pad_id=0)) == list(range(7))
+    assert firsts(held_out_batches(rows[:2], max_len=3, micro_batch=2, pad_id=0, rank=1, world_size=2)) == []
+
+
+def test_held_out_loss_weighs_every_answer_token_alike_in_the_shared_loop(tmp_path, base, files):
+    """8 held-out conversations in micro-batches of 3, 3 and 2: the loss is the mean over all
+    scored tokens (not over batches), from the one evaluation loop pretraining uses too."""
+    import torch.nn.functional as F
+
+    from slm.chat import encode_chat
+    from slm.finetune.data import truncate
+    from slm.train.trainer import Trainer
+
+    assert FinetuneTrainer.evaluate is Trainer.evaluate
+    trainer = FinetuneTrainer(config(tmp_path, base, files, micro_batch=3, global_batch=3))
+    model = trainer.model.eval()
+    total = count = 0
+    with torch.no_grad():
+        for conversation in trainer.eval_conversations:  # one at a time, unpadded
+            ex = truncate(encode_chat(trainer.tok, conversation), 64)
+            logits = model(torch.tensor([ex.input_ids])).logits[0, :-1]
+            target = torch.tensor(ex.labels[1:])
+            scored = target != -100
+            total += F.cross_entropy(logits[scored], target[scored], reduction="sum").item()
+            count += scored.sum().item()
+    assert len(trainer.eval_conversations) == 8 and count > 0
+    assert trainer.evaluate() == pytest.approx(total / count, rel=1e-5)
+
+
+@pytest.mark.parametrize("key, value", [("model_overrides", {"resid_dropout": 0.0}), ("doc_masking", True),
+                                        ("data", "runs/data/sample"), ("mixture", {"weights": {"a": 1.0}}),
+                                        ("eval", {"every": 10}), ("model", "tiny")])
+def test_pretraining_fields_are_unknown_keys_to_fine_tuning(tmp_path, key, value):
+    import yaml
+
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump({"init_from": "x", "train_files": ["a.jsonl"], key: value}))
+    with pytest.raises(ConfigError, match=rf"ft\.yaml: unknown FinetuneConfig field\(s\) \['{key}'\]"):
+        FinetuneConfig.load(path)
+
+
+def test_each_trainer_config_is_the_loop_config_plus_its_own_fields():
+    import dataclasses
+
+    from slm.train.config import LoopConfig, TrainConfig
+
+    names = lambda cls: {f.name for f in dataclasses.fields(cls)}
+    pretraining, finetuning = names(TrainConfig) - names(LoopConfig), names(FinetuneConfig) - names(LoopConfig)
+    assert pretraining == {"data", "mixture", "model", "model_overrides", "doc_masking", "eval"}
+    assert not pretraining & finetuning and {"train_files", "lora", "eval_every"} <= finetuning
+    assert issubclass(FinetuneConfig, LoopConfig) and not issubclass(FinetuneConfig, TrainConfig)
+    assert (FinetuneConfig(init_from="x", train_files=["a"]).out, TrainConfig(data="x").out) == ("runs/finetune", "runs/pretrain")
 
 
 def test_scores():

@@ -106,7 +106,7 @@ def test_training_logs_checkpoints_and_lowers_the_loss(tmp_path, data_dir):
     assert {"lr", "grad_norm", "tok_per_s", "tokens"} <= set(records[1])
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-0000027", "step-0000030"]
-    assert (ckpts / "latest").read_text().strip() == "step-0000030"
+    assert json.loads((ckpts / "latest").read_text()) == {"checkpoint": "step-0000030"}  # one pointer format
     model = SLM.from_pretrained(ckpts / "step-0000030")
     assert model.config.eos_token_id is not None and (ckpts / "step-0000030" / "tokenizer" / "tokenizer.model").is_file()
     assert (run / "loss.png").stat().st_size > 5000 and (run / "config.yaml").is_file()
@@ -130,7 +130,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, dat
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     ckpts = tmp_path / "crash" / "checkpoints"
-    assert (ckpts / "latest").read_text().strip() == "step-0000006"
+    assert json.loads((ckpts / "latest").read_text()) == {"checkpoint": "step-0000006"}
     assert (ckpts / ".tmp-step-0000009" / "model.safetensors").is_file()  # the half-committed one
     SLM.from_pretrained(ckpts / "step-0000006")
     finish(cli(path, "--resume"))
@@ -154,6 +154,21 @@ def test_bad_configs_fail_before_training_naming_the_key(tmp_path, data_dir, cha
     with pytest.raises(ConfigError, match=message):
         train(TrainConfig.from_dict(run_config(tmp_path, data_dir, **change)))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_held_out_loss_is_the_mean_of_the_eval_micro_batches(tmp_path, data_dir):
+    """Packed rows score every position but the last, so the token-weighted held-out loss of the
+    shared loop is the plain mean of the model's loss on the eval mixture's first micro-batches."""
+    from slm.data.loader import MixtureConfig, PackedLoader
+    from slm.train.trainer import Trainer
+
+    trainer = Trainer(TrainConfig.from_dict(run_config(tmp_path, data_dir)))
+    loader = PackedLoader(data_dir, seq_len=32, micro_batch=2, seed=1, mixture=MixtureConfig(weights={"heldout": 1.0}))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        means = [model(b["input_ids"], labels=b["labels"]).loss.item() for b in (next(loader), next(loader))]
+    assert trainer.evaluate() == pytest.approx(sum(means) / 2, rel=1e-12)
+    assert trainer.evaluate() == trainer.evaluate()  # the same rows every time
 
 
 def test_global_batch_must_split_over_processes():

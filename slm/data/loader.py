@@ -1,4 +1,9 @@
-"""The packed, deterministic, resumable loader over prepared sources (report §2.4.1: packed 2048-token rows).
+"""The training loaders' protocol, their rank split, and the packed loader over prepared sources
+(report §2.4.1: packed 2048-token rows).
+
+`Loader` is what the training loop asks of a loader (pretraining's PackedLoader here,
+instruction tuning's ChatLoader in slm.finetune.data): micro-batches forever, and a state
+that resumes them. Both split rows over ranks with `rank_rows`.
 
 Each source's token stream is cut into fixed-length rows by concatenation (the
 tail shorter than a row is left out and reported). Rows are drawn as one
@@ -12,8 +17,8 @@ global sequence g = 0, 1, 2, ...:
   e = k div n is the epoch and perm_e a permutation seeded by (seed, source, e):
   a source that runs out starts a new epoch in a new order.
 
-Micro-batch t of rank r takes global rows [(t * world + r) * B, ... + B), so ranks
-are disjoint, and the loader's whole state is the step t plus the per-source
+Micro-batch t of rank r takes global rows [(t * world + r) * B, ... + B) (`rank_rows`), so
+ranks are disjoint, and the loader's whole state is the step t plus the per-source
 draw counts: saved in a checkpoint, it resumes on exactly the rows an
 uninterrupted run would have seen.
 """
@@ -23,12 +28,35 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from slm.config import Config, ConfigError
 from slm.data.shards import TokenStream
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """Micro-batches of tensors, forever, deterministic given the state; the state goes into
+    checkpoints, so a resumed run sees exactly the rows an uninterrupted one would have."""
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]: ...
+
+    def __next__(self) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def rank_rows(step: int, *, rank: int, world_size: int, micro_batch: int) -> range:
+    """The global rows micro-batch `step` of `rank` takes: ranks interleave by micro-batch, so they
+    are disjoint and, read step by step and rank by rank, are the one global row sequence a single
+    process reads (what lets a multi-process run repeat a one-process run)."""
+    first = (step * world_size + rank) * micro_batch
+    return range(first, first + micro_batch)
 
 
 @dataclasses.dataclass
@@ -74,7 +102,7 @@ class PackedLoader:
     each row, for the model's opt-in document masking.
     """
 
-    def __init__(self, data_dir: str | Path, seq_len: int = 2048, micro_batch: int = 8, rank: int = 0,
+    def __init__(self, data_dir: str | Path, *, seq_len: int = 2048, micro_batch: int = 8, rank: int = 0,
                  world_size: int = 1, seed: int = 0, mixture: MixtureConfig | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
@@ -154,12 +182,15 @@ class PackedLoader:
     def __iter__(self):
         return self
 
+    def _next_rows(self) -> range:
+        """The global rows of this rank's next micro-batch."""
+        return rank_rows(self.step, rank=self.rank, world_size=self.world_size, micro_batch=self.micro_batch)
+
     def __next__(self) -> dict[str, torch.Tensor]:
-        B = self.micro_batch
-        first = (self.step * self.world_size + self.rank) * B
-        while self._next_global < first:  # other ranks' rows: decide them, do not read them
+        rows = self._next_rows()
+        while self._next_global < rows.start:  # other ranks' rows: decide them, do not read them
             self._draw()
-        ids, docs = zip(*(self._row(*self._draw()) for _ in range(B)))
+        ids, docs = zip(*(self._row(*self._draw()) for _ in rows))
         # rows after ours in this step belong to higher ranks; the next call skips them
         self.step += 1
         input_ids = torch.from_numpy(np.stack(ids))
@@ -181,7 +212,7 @@ class PackedLoader:
         self._next_global = state["next_global"]
         self._drawn = np.array(state["drawn"], dtype=np.int64)
         self._phase_drawn = np.array(state["phase_drawn"], dtype=np.int64)
-        if self._next_global > (self.step * self.world_size + self.rank) * self.micro_batch:
+        if self._next_global > self._next_rows().start:
             raise ValueError("loader state is ahead of this rank's next rows (saved by a higher rank mid-step?)")
 
     def describe(self, total_rows: int | None = None) -> dict:

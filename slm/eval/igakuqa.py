@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from slm.config import Config
+from slm.config import Config, ConfigError
 from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
                               problems_of)
 from slm.lm import LocalLM
@@ -245,17 +245,37 @@ def extract_answer(output: str, q: Question) -> str | None:
 
 
 @dataclasses.dataclass(kw_only=True)
-class Options(Config):
-    """How the exam is put to a model; the defaults are the published baseline's."""
+class PromptOptions(Config):
+    """How an exam is put to a model; the defaults are the published baseline's (also IgakuQA 2025's)."""
 
     method: Method = option("generate", "generate greedily, or rank the choices by log-likelihood (base models)")
     shots: int = option(3, "few-shot examples (published: 3)")
     shots_file: str | None = option(None, "the few-shot examples (default: prompts/prompt.jsonl beside the data)")
-    years: list[str] | None = option(None, "the years to put (default: every year found)")
     loglik_target: Literal["letter", "text"] = option(
         "letter", "loglik ranks the choice letters after 答え:, or the choice texts (per character) for models "
                   "that do not map letters to choices")
     max_new_tokens: int = option(32, "new tokens of a generated answer")
+
+    def validate(self) -> None:
+        if self.shots < 0:
+            raise ConfigError(f"shots must be 0 or more, got {self.shots}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options(PromptOptions):
+    years: list[str] | None = option(None, "the years to put (default: every year found)")
+
+
+def item(q: Question, shots: list[Question], loglik_target: str, labels: str | None = None) -> Item:
+    """The question as the harness asks it: its prompts with fewer and fewer examples, and its choices
+    to rank, shown lettered a, b, c, ...; `labels` are the letters the answer is read in (default: those)."""
+    prompts = [conversation(q, shots[: len(shots) - k]) for k in range(len(shots) + 1)]
+    shown = LETTERS[: len(q.choices)]
+    continuations = shown if loglik_target == "letter" else q.choices
+    return Item(q.problem_id, prompts, list(zip(labels or shown, continuations)) or None, pick=len(q.answer),
+                normalize=loglik_target == "text")
 
 
 def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question], options: Options = Options(),
@@ -267,12 +287,7 @@ def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question],
     whose output had no readable answer and `not_answered` those whose prompt did not fit.
     """
     method, loglik_target = options.method, options.loglik_target
-    items = []
-    for q in questions.values():
-        prompts = [conversation(q, shots[: len(shots) - k]) for k in range(len(shots) + 1)]
-        letters = LETTERS[: len(q.choices)]
-        choices = [(c, c) for c in letters] if loglik_target == "letter" else list(zip(letters, q.choices))
-        items.append(Item(q.problem_id, prompts, choices or None, pick=len(q.answer), normalize=loglik_target == "text"))
+    items = [item(q, shots, loglik_target) for q in questions.values()]
     answers = answer_items(lm, items, method, options.max_new_tokens, context.batch_size, stop_at_newline=True,
                            progress=context.progress)
     extracted = {pid: extract_answer(a.output, questions[pid]) for pid, a in answers.items()}
@@ -320,16 +335,21 @@ def load(data: Sequence[str], options: Options) -> Exam:
         if missing:
             raise IgakuQAError(f"{folder}: no questions for year(s) {sorted(missing)}")
         questions = {pid: q for pid, q in questions.items() if q.year in options.years}
-    shots: list[Question] = []
-    if options.shots:
-        path = options.shots_file or find_shots(folder)
-        if path is None:
-            raise IgakuQAError(f"{folder}: no {SHOTS_FILE} beside the data for the {options.shots} few-shot "
-                               f"examples; name the file, or ask for 0 shots")
-        shots = load_shots(path)[: options.shots]
-        if len(shots) < options.shots:
-            raise IgakuQAError(f"{path}: {len(shots)} examples, {options.shots} asked for")
-    return Exam(questions, shots)
+    return Exam(questions, shots_for(folder, options))
+
+
+def shots_for(folder: str | Path, options: PromptOptions) -> list[Question]:
+    """The few-shot examples the options ask for: from `shots_file`, else prompts/prompt.jsonl beside the data."""
+    if not options.shots:
+        return []
+    path = options.shots_file or find_shots(folder)
+    if path is None:
+        raise IgakuQAError(f"{folder}: no {SHOTS_FILE} beside the data for the {options.shots} few-shot "
+                           f"examples; name the file (shots_file), or ask for 0 shots")
+    shots = load_shots(path)[: options.shots]
+    if len(shots) < options.shots:
+        raise IgakuQAError(f"{path}: {len(shots)} examples, {options.shots} asked for")
+    return shots
 
 
 def run(lm: LocalLM, exam: Exam, options: Options, context: Context) -> Result:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from slm.config import Config
-from slm.eval import igakuqa, jmed_llm, mcqa, perplexity, qa
+from slm.eval import igakuqa, igakuqa2025, jmed_llm, mcqa, perplexity, qa
 from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, write_results
 from slm.lm import LocalLM
 
 _BUILTIN = (
     igakuqa.BENCHMARK,
+    igakuqa2025.BENCHMARK,
     jmed_llm.BENCHMARK,
     perplexity.BENCHMARK,
     qa.BENCHMARK,

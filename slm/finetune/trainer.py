@@ -1,7 +1,11 @@
-"""Instruction tuning (report §2.4.2) on the pretraining loop: chat-formatted examples with the
-assistant-only loss, NEFTune, full fine-tuning or LoRA, and checkpoints judged by what the
-model answers on a held-out set (greedy), not by loss: published medical fine-tunes found
-that the lowest-loss checkpoint answered worse and degenerated into endless lists.
+"""Instruction tuning (report §2.4.2) on the shared training loop (slm.train.trainer): chat-formatted
+examples with the assistant-only loss, NEFTune, full fine-tuning or LoRA, and checkpoints judged
+by what the model answers on a held-out set (greedy), not by loss: published medical fine-tunes
+found that the lowest-loss checkpoint answered worse and degenerated into endless lists.
+
+Here: `FinetuneConfig` (the loop's LoopConfig plus fine-tuning fields), `FinetuneTrainer` (the
+loop's hooks for chat data; the held-out loss is the loop's own), answer scoring, and staged
+fine-tuning. The rows, their loader and the held-out batches are in slm.finetune.data.
 
     python finetune.py --config configs/finetune/sample.yaml --init_from runs/pretrain/x/checkpoints/step-0000300
 """
@@ -12,17 +16,17 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
-import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from slm import runs
 from slm.chat import encode_chat, ensure_chat_tokens, render
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.data.readers import ReadErrors
-from slm.finetune.data import collate, pack, truncate
+from slm.finetune.data import ChatLoader, held_out_batches, pack, truncate
 from slm.finetune.instructions import load_conversations
 from slm.finetune.neftune import NEFTune
 from slm.hf import load_model_folder
@@ -30,7 +34,7 @@ from slm.lm import SLMAdapter
 from slm.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, load_adapter, merge_lora,
                       no_decay_parameters, save_adapter)
 from slm.metrics import exact_match, token_f1
-from slm.train.config import OptimConfig, TrainConfig
+from slm.train.config import LoopConfig, OptimConfig
 from slm.train.optim import param_groups
 from slm.train.trainer import Trainer, run_to_end
 from tokenizer.hf import load_tokenizer, model_tokenizer_dir
@@ -56,10 +60,14 @@ class StageConfig(Config):
 
 
 @dataclasses.dataclass
-class FinetuneConfig(TrainConfig):
-    """TrainConfig's loop settings with the report's instruction-tuning defaults: AdamW weight
-    decay 0.01, β (0.9, 0.95), 50 warmup steps to 1e-4, cosine; NEFTune α = 5."""
+class FinetuneConfig(LoopConfig):
+    """The loop's settings (LoopConfig) with the report's instruction-tuning defaults: AdamW weight
+    decay 0.01, β (0.9, 0.95), 50 warmup steps to 1e-4, cosine; NEFTune α = 5. The base model is
+    `init_from` as it is (its tokenizer gains the chat tokens): pretraining's fields (data, mixture,
+    model, model_overrides, doc_masking, eval) are not fields here, so setting one is an unknown-key
+    error, not a silent no-op."""
 
+    out: str = "runs/finetune"
     train_files: list[str] = dataclasses.field(default_factory=list)  # chat/instruction JSONL
     eval_files: list[str] = dataclasses.field(default_factory=list)  # held out: judges the checkpoints
     pack: bool = False  # several short examples per row, kept apart by document masking
@@ -68,6 +76,7 @@ class FinetuneConfig(TrainConfig):
     lora_config: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     metric: Literal["exact", "char_f1"] = "exact"
     eval_max_new_tokens: int = 64
+    eval_every: int = 0  # steps between held-out losses; 0: only before and after training
     strict: bool = False  # stop at the first malformed record instead of counting it
     # Staged fine-tuning: each stage starts from the previous stage's result (its best checkpoint,
     # merged when LoRA), and its evaluation is recorded; top-level train_files are then unused.
@@ -81,53 +90,9 @@ class FinetuneConfig(TrainConfig):
             raise ConfigError("FinetuneConfig.train_files is empty (and there are no stages)")
         super().validate()
 
-    def validate_data(self) -> None:
-        """Instruction tuning reads JSONL files, not a prepared data folder."""
-
 
 CHAT_EXAMPLE = [{"role": "system", "content": "{system}"}, {"role": "user", "content": "{user}"},
                 {"role": "assistant", "content": "{answer}"}]
-
-
-class ChatLoader:
-    """Deterministic, resumable micro-batches of chat rows; ranks take disjoint rows.
-
-    Row g of the global sequence is row perm_e[g mod n] with e = g div n (a new order each
-    epoch, seeded), micro-batch t of rank r takes rows [(t * world + r) * B, ... + B).
-    """
-
-    def __init__(self, rows: list, max_len: int, micro_batch: int, pad_id: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0):
-        if not rows:
-            raise ValueError("no instruction examples to train on")
-        self.rows, self.max_len, self.micro_batch, self.pad_id = rows, max_len, micro_batch, pad_id
-        self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.step = 0
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def _row(self, g: int):
-        n = len(self.rows)
-        epoch = g // n
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n))
-        return self.rows[int(self._perm[1][g % n])]
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, torch.Tensor]:
-        first = (self.step * self.world_size + self.rank) * self.micro_batch
-        self.step += 1
-        return collate([self._row(g) for g in range(first, first + self.micro_batch)], self.max_len, self.pad_id)
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "rows": len(self.rows), "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if (state["rows"], state["seed"]) != (len(self.rows), self.seed):
-            raise ValueError(f"loader state was saved for {state['rows']} rows and seed {state['seed']}, "
-                             f"this data has {len(self.rows)} rows and seed {self.seed}")
-        self.step = state["step"]
 
 
 def score(prediction: str, reference: str, metric: str) -> float:
@@ -159,8 +124,6 @@ class FinetuneTrainer(Trainer):
         base = Path(config.init_from)
         self.tok = load_tokenizer(model_tokenizer_dir(base))  # ours, or a transformers model's own
         self.model = load_model_folder(base).float()
-        if config.model_overrides:
-            raise ConfigError("FinetuneConfig.model_overrides is not supported; change the base model instead")
         self.added_tokens = ensure_chat_tokens(self.tok, self.model)  # the report's 32768 -> 32771 path
         self.tokenizer_dir = self.out / runs.TOKENIZER_DIR
         if self.run.main:
@@ -173,8 +136,10 @@ class FinetuneTrainer(Trainer):
         self.read_errors = errors
         examples = [encode_chat(self.tok, c) for c in train]
         rows = pack(examples, config.seq_len) if config.pack else [[truncate(e, config.seq_len)] for e in examples]
-        self.loader = ChatLoader(rows, config.seq_len, config.micro_batch, self.tok.pad_id, self.run.rank,
-                                 self.run.world_size, config.seed)
+        self.loader = ChatLoader(rows, max_len=config.seq_len, micro_batch=config.micro_batch, pad_id=self.tok.pad_id,
+                                 rank=self.run.rank, world_size=self.run.world_size, seed=config.seed)
+        # one example a row, packed or not: the held-out loss should not depend on how training packs
+        self.eval_rows = [[truncate(encode_chat(self.tok, c), config.seq_len)] for c in self.eval_conversations]
         self.neftune = NEFTune(self.model, config.neftune_alpha) if config.neftune_alpha > 0 else None
         record = runs.read_pointer(self.checkpoints, runs.BEST)  # resuming: the best so far is still the one to beat
         self.best = (record[config.metric], record["checkpoint"]) if record else None
@@ -207,28 +172,19 @@ class FinetuneTrainer(Trainer):
 
     def restore_model(self, directory: Path) -> None:
         if self.config.lora:
-            from safetensors.torch import load_file
-
             copy_adapter_tensors(self.model, load_file(directory / ADAPTER_WEIGHTS), str(directory))
         else:
             super().restore_model(directory)
 
-    @torch.no_grad()
-    def evaluate(self) -> float | None:
-        """Held-out loss on the eval conversations (assistant tokens only)."""
-        if not self.eval_conversations:
+    def eval_batches(self) -> Iterable[dict] | None:
+        """The held-out conversations (assistant tokens scored), split over the ranks."""
+        if not self.eval_rows:
             return None
-        self.model.eval()
-        rows = [[truncate(encode_chat(self.tok, c), self.config.seq_len)] for c in self.eval_conversations]
-        total = count = 0.0
-        for i in range(0, len(rows), self.config.micro_batch):
-            batch = {k: v.to(self.run.device) for k, v in
-                     collate(rows[i : i + self.config.micro_batch], self.config.seq_len, self.tok.pad_id).items()}
-            n = (batch["labels"][:, 1:] != -100).sum().item()
-            total += self.model(batch["input_ids"], labels=batch["labels"], doc_ids=batch["doc_ids"]).loss.item() * n
-            count += n
-        self.model.train()
-        return total / max(count, 1)
+        return held_out_batches(self.eval_rows, max_len=self.config.seq_len, micro_batch=self.config.micro_batch,
+                                pad_id=self.tok.pad_id, rank=self.run.rank, world_size=self.run.world_size)
+
+    def eval_every(self) -> int:
+        return self.config.eval_every
 
     def after_save(self, final: Path) -> None:
         """Judge the checkpoint by its greedy answers; `checkpoints/best` names the best so far."""

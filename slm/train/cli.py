@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from slm.train.config import TrainConfig
+from slm.train.config import LoopConfig
 
 
-def parse(doc: str, config_cls: type[TrainConfig], argv=None) -> tuple[TrainConfig, bool]:
+def parse(doc: str, config_cls: type[LoopConfig], argv=None) -> tuple[LoopConfig, bool]:
     """(the resolved config, whether to resume) from the command line."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="a run YAML (configs/pretrain/*.yaml, configs/finetune/*.yaml)")

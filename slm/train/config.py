@@ -1,4 +1,9 @@
-"""The pretraining run's configuration (report §2.4.1), one typed tree loaded from YAML.
+"""Training run configurations, typed trees loaded from YAML.
+
+`LoopConfig` holds what the shared training loop reads (batch, length, engine, optimizer,
+checkpoints, spikes, logging); each trainer's config is LoopConfig plus its own fields, nothing
+inherited that it would have to switch off: `TrainConfig` here (pretraining, report §2.4.1)
+and `FinetuneConfig` in slm.finetune.trainer (instruction tuning, report §2.4.2).
 
 `python train.py --config configs/pretrain/ncvc-slm-1b.yaml --optim.lr 5e-4` overrides any
 field; unknown keys are errors; the resolved config is saved into the run folder.
@@ -74,13 +79,14 @@ class EvalConfig(Config):
 
 
 @dataclasses.dataclass
-class TrainConfig(Config):
-    out: str = "runs/pretrain"
-    data: str = ""  # a folder written by `python -m slm.data.prepare`
-    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
-    model: str = "tiny"  # a preset name or a model config file
-    init_from: str | None = None  # continued pretraining: our checkpoint folder or a transformers folder
-    model_overrides: dict = dataclasses.field(default_factory=dict)  # ModelConfig fields, e.g. {resid_dropout: 0.1}
+class LoopConfig(Config):
+    """What the shared training loop (slm.train.trainer.Trainer) reads: the run folder, batch
+    shape, length, engine, optimizer, checkpoints and logging. Each trainer's config adds its own
+    fields (TrainConfig: pretraining data and model; slm.finetune.trainer.FinetuneConfig: chat
+    data, LoRA, answer scoring) and gives `out` its default."""
+
+    out: str  # the run folder (config.yaml, metrics.jsonl, checkpoints/)
+    init_from: str | None = None  # a checkpoint folder, ours or a transformers one, to start from
     seq_len: int = 2048
     micro_batch: int = 8  # rows per process per forward pass
     global_batch: int = 1024  # rows per optimizer step = micro_batch x processes x accumulation
@@ -89,36 +95,49 @@ class TrainConfig(Config):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, float32 on CPU
     compile: bool = False
     activation_checkpointing: bool = False
-    doc_masking: bool = False  # our opt-in: attention stays within each packed document
     deepspeed: str | None = None  # a DeepSpeed JSON config (ZeRO-2 in configs/deepspeed/zero2.json)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     spike: SpikeConfig = dataclasses.field(default_factory=SpikeConfig)
     log_every: int = 10
     tensorboard: bool = True  # when tensorboard is installed
 
     def validate(self) -> None:
-        self.validate_data()
-        for name in ("seq_len", "micro_batch", "global_batch", "steps", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        name = type(self).__name__  # errors name the config the user wrote (TrainConfig, FinetuneConfig)
+        for key in ("seq_len", "micro_batch", "global_batch", "steps", "log_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{name}.{key} must be positive, got {getattr(self, key)}")
         if self.global_batch % self.micro_batch:
-            raise ConfigError(f"TrainConfig.micro_batch={self.micro_batch} must divide global_batch={self.global_batch}")
-
-    def validate_data(self) -> None:
-        if not self.data:
-            raise ConfigError("TrainConfig.data must name a prepared data folder (python -m slm.data.prepare)")
+            raise ConfigError(f"{name}.micro_batch={self.micro_batch} must divide global_batch={self.global_batch}")
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each process, so that micro x world x accumulation = global."""
         per_step = self.micro_batch * world_size
         if self.global_batch % per_step:
             raise ConfigError(
-                f"TrainConfig.global_batch={self.global_batch} is not a multiple of micro_batch x processes "
+                f"{type(self).__name__}.global_batch={self.global_batch} is not a multiple of micro_batch x processes "
                 f"= {self.micro_batch} x {world_size}"
             )
         return self.global_batch // per_step
 
     def warmup(self) -> int:
         return self.optim.warmup_steps if self.optim.warmup_steps is not None else round(self.optim.warmup_fraction * self.steps)
+
+
+@dataclasses.dataclass
+class TrainConfig(LoopConfig):
+    """Pretraining and continued pretraining: the loop's settings plus packed prepared data, the
+    model to build (or `init_from` to continue) and held-out loss on an eval mixture."""
+
+    out: str = "runs/pretrain"
+    data: str = ""  # a folder written by `python -m slm.data.prepare`
+    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
+    model: str = "tiny"  # a preset name or a model config file; unused with init_from
+    model_overrides: dict = dataclasses.field(default_factory=dict)  # ModelConfig fields, e.g. {resid_dropout: 0.1}
+    doc_masking: bool = False  # our opt-in: attention stays within each packed document
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ConfigError("TrainConfig.data must name a prepared data folder (python -m slm.data.prepare)")
+        super().validate()

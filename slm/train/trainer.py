@@ -1,8 +1,15 @@
-"""The pretraining loop (report §2.4.1), for one process, torchrun/DDP, or DeepSpeed ZeRO-2.
+"""The training loop (report §2.4.1), for one process, torchrun/DDP, or DeepSpeed ZeRO-2, shared by
+pretraining and instruction tuning; and pretraining's parts of it.
+
+`Trainer` runs the loop from a LoopConfig: engine, steps, held-out loss, spikes, checkpoints.
+What a run trains on is its hooks: `setup` (the loader, a slm.data.loader.Loader, and the
+model), `model_inputs`, `eval_batches`, `eval_every` and the checkpoint hooks. Trainer's own
+hooks are pretraining's, read from a TrainConfig; slm.finetune.trainer.FinetuneTrainer
+overrides them for instruction tuning. There is one held-out loss loop (`evaluate`) for both.
 
 The model knows nothing of this: DDP or DeepSpeed's engine, autocast, activation
 checkpointing and torch.compile wrap it here. Each optimizer step consumes
-`accumulation` micro-batches per process from the packed loader, so a step sees
+`accumulation` micro-batches per process from the loader, so a step sees
 micro x processes x accumulation rows (the report: 8 x 4 x 32 = 1024).
 
 Everything a step depends on is in the checkpoint (weights, optimizer, RNG
@@ -12,6 +19,7 @@ an uninterrupted one exactly on one process in float32.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -19,20 +27,23 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.distributed as dist
+from torch.utils.checkpoint import checkpoint
 import yaml
 from tqdm import tqdm
 
+from slm.chat import IGNORE
 from slm.config import ConfigError, ModelConfig
-from slm.data.loader import PackedLoader
+from slm.data.loader import Loader, MixtureConfig, PackedLoader
 from slm.data.shards import TOKENS_FILE
 from slm.hf import load_model_folder
 from slm.model import SLM
 from slm import runs
 from slm.train import state as ckpt
-from slm.train.config import TrainConfig
+from slm.train.config import LoopConfig, TrainConfig
 from slm.train.monitor import Monitor, SpikeDetector
 from slm.train.optim import build_optimizer, lr_at, param_groups, set_lr
 
@@ -58,12 +69,16 @@ class Run:
         if self.world_size > 1:
             dist.barrier()
 
-    def mean(self, value: float) -> float:
+    def sum(self, values: list[float]) -> list[float]:
+        """Each value summed over the ranks (in float64); every rank must call it."""
         if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
-        return t.item() / self.world_size
+        return t.tolist()
+
+    def mean(self, value: float) -> float:
+        return self.sum([value])[0] / self.world_size
 
 
 def build_model(config: TrainConfig, vocab_size: int) -> SLM:
@@ -95,10 +110,16 @@ def _data_tokens(data: Path) -> dict:
 
 
 class Trainer:
-    """The loop, checkpoints and logging. Subclasses (instruction tuning) change what is loaded,
-    what a micro-batch passes to the model, what a checkpoint holds and how it is judged."""
+    """The loop, checkpoints and logging, from LoopConfig fields only; the hooks below the
+    constructor are pretraining's (they read TrainConfig fields). Subclasses (instruction tuning)
+    override them: what is loaded, what a micro-batch passes to the model, what is held out,
+    what a checkpoint holds and how it is judged."""
 
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    loader: Loader
+    model: SLM
+    tokenizer_dir: Path
+
+    def __init__(self, config: LoopConfig, resume: bool = False):
         self.config = config
         self.run = Run()
         self.out = Path(config.out)
@@ -125,12 +146,11 @@ class Trainer:
 
     def setup(self) -> None:
         """The loader, the model and the tokenizer folder that goes into checkpoints."""
-        config = self.config
+        config: TrainConfig = self.config
         data = Path(config.data)
         tokens = _data_tokens(data)
         self.tokenizer_dir = data / runs.TOKENIZER_DIR
-        self.loader = PackedLoader(data, config.seq_len, config.micro_batch, self.run.rank, self.run.world_size,
-                                   config.seed, config.mixture)
+        self.loader = self._packed_loader(config.mixture, seed=config.seed)
         self.model = build_model(config, tokens["vocab_size"])
         self.model.config = self.model.config.replace(bos_token_id=tokens["bos_id"], eos_token_id=tokens["eos_id"],
                                                       pad_token_id=tokens["pad_id"])
@@ -138,9 +158,34 @@ class Trainer:
     def param_groups(self) -> list[dict]:
         return param_groups(self.model, self.config.optim.weight_decay)
 
+    def _packed_loader(self, mixture: MixtureConfig, seed: int) -> PackedLoader:
+        config: TrainConfig = self.config
+        return PackedLoader(config.data, seq_len=config.seq_len, micro_batch=config.micro_batch, rank=self.run.rank,
+                            world_size=self.run.world_size, seed=seed, mixture=mixture)
+
     def model_inputs(self, batch: dict) -> dict:
         """Keyword arguments of the model for one micro-batch (already on the device)."""
-        return {"labels": batch["labels"], "doc_ids": batch["doc_ids"] if self.config.doc_masking else None}
+        config: TrainConfig = self.config
+        return {"labels": batch["labels"], "doc_ids": batch["doc_ids"] if config.doc_masking else None}
+
+    def eval_batches(self) -> Iterable[dict] | None:
+        """This rank's held-out micro-batches, or None for no held-out loss: the eval mixture's first
+        `eval.batches` (the same rows every time, in a loader of their own)."""
+        config: TrainConfig = self.config
+        mixture = config.eval.mixture
+        if not (mixture.weights or mixture.epochs or mixture.curriculum):
+            return None
+        loader = self._packed_loader(mixture, seed=config.seed + 1)
+        shared = set(loader.sources) & set(self.loader.sources)
+        if shared:
+            raise ConfigError(f"TrainConfig.eval.mixture uses {sorted(shared)}, which training also reads: "
+                              "held-out loss needs held-out sources")
+        return itertools.islice(loader, config.eval.batches)
+
+    def eval_every(self) -> int:
+        """Steps between held-out losses; 0: only before and after training."""
+        config: TrainConfig = self.config
+        return config.eval.every
 
     def save_model(self, directory: Path) -> None:
         self.model.save_pretrained(directory)
@@ -167,7 +212,7 @@ class Trainer:
         self.deepspeed = None
         forward_model = torch.compile(model) if config.compile else model
         if config.deepspeed:
-            import deepspeed
+            import deepspeed  # optional extra: slm[deepspeed]
 
             ds_config = json.loads(Path(config.deepspeed).read_text())
             # Batch, accumulation, clipping and precision come from our config, so the two cannot disagree.
@@ -187,8 +232,11 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
+    def _on_device(self, batch: dict) -> dict:
+        return {k: v.to(self.run.device, non_blocking=True) for k, v in batch.items()}
+
     def _micro_loss(self, batch: dict, sync: bool) -> torch.Tensor:
-        batch = {k: v.to(self.run.device, non_blocking=True) for k, v in batch.items()}
+        batch = self._on_device(batch)
         no_sync = self.forward.no_sync if isinstance(self.forward, torch.nn.parallel.DistributedDataParallel) and not sync else nullcontext
         with no_sync():
             with self.autocast():
@@ -239,27 +287,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean held-out loss over the eval mixture's first `batches` micro-batches (the same rows every time)."""
-        ev = self.config.eval
-        if not (ev.mixture.weights or ev.mixture.epochs or ev.mixture.curriculum):
+        """The held-out loss over `eval_batches` on every rank, None without them. Each scored token
+        weighs the same (the sum of batch loss x scored tokens over the sum of scored tokens), so
+        short batches and ranks with fewer rows count for what they hold, and pretraining and
+        fine-tuning losses mean the same. Packed pretraining batches all score B x (T - 1) tokens:
+        the mean of the batch means."""
+        batches = self.eval_batches()
+        if batches is None:
             return None
-        loader = PackedLoader(self.config.data, self.config.seq_len, self.config.micro_batch, self.run.rank,
-                              self.run.world_size, seed=self.config.seed + 1, mixture=ev.mixture)
-        shared = set(loader.sources) & set(self.loader.sources)
-        if shared:
-            raise ConfigError(f"TrainConfig.eval.mixture uses {sorted(shared)}, which training also reads: "
-                              "held-out loss needs held-out sources")
         self.model.eval()
-        losses = []
-        for _ in range(ev.batches):
-            batch = {k: v.to(self.run.device) for k, v in next(loader).items()}
+        total = count = 0.0
+        for batch in batches:
+            batch = self._on_device(batch)
+            scored = (batch["labels"][:, 1:] != IGNORE).sum().item()  # what the model's mean loss divides by
             with self.autocast():
-                losses.append(self.model(batch["input_ids"], **self.model_inputs(batch)).loss.item())
+                total += self.model(batch["input_ids"], **self.model_inputs(batch)).loss.item() * scored
+            count += scored
         self.model.train()
-        return self.run.mean(sum(losses) / len(losses))
+        total, count = self.run.sum([total, count])  # every rank, even one without held-out rows
+        return total / count if count else None
 
     def fit(self) -> dict:
-        config = self.config
+        config, eval_every = self.config, self.eval_every()
         self.model.train()
         if self.step == 0:
             self._log_eval()
@@ -278,12 +327,12 @@ class Trainer:
                 break
             if spike and config.spike.action == "rollback" and self._rollback():
                 continue
-            if config.eval.every and self.step % config.eval.every == 0:
+            if eval_every and self.step % eval_every == 0:
                 self._log_eval()
             if self.step % config.checkpoint.every == 0 or self.step == config.steps:
                 self.save()
         bar.close()
-        if not config.eval.every or self.step % config.eval.every:  # unless it was just evaluated
+        if not eval_every or self.step % eval_every:  # unless it was just evaluated
             self._log_eval()
         self.monitor.plot()
         self.monitor.close()
@@ -347,8 +396,6 @@ class Trainer:
 
 def _checkpoint_blocks(model: SLM) -> None:
     """Activation checkpointing: recompute each block's activations in the backward pass."""
-    from torch.utils.checkpoint import checkpoint
-
     for block in model.layers:
         forward = block.forward
         block.forward = lambda *args, _f=forward: checkpoint(_f, *args, use_reentrant=False)

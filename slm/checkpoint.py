@@ -54,4 +54,12 @@ def read_model_folder(directory: str | Path, device=None) -> tuple[ModelConfig, 
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory} is not a model folder: {name} is missing")
     config = ModelConfig.load(directory / CONFIG_NAME)
-    return config, load_file(directory / WEIGHTS_NAME, device=str(device) if device is not None else "cpu")
+    return config, read_safetensors(directory / WEIGHTS_NAME, device)
+
+
+def read_safetensors(path: Path, device=None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or corrupt file is a CheckpointError naming it."""
+    try:
+        return load_file(path, device=str(device) if device is not None else "cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError or ValueError by case
+        raise CheckpointError(f"{path}: not a readable safetensors file, truncated or corrupt ({e})") from None

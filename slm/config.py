@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,6 +24,28 @@ C = TypeVar("C", bound="Config")
 
 class ConfigError(ValueError):
     """A config value or file is invalid; the message names the field (and file)."""
+
+
+_NAME_CHAR = re.compile(r"[\w.-]")  # \w: letters (any script), digits and '_'
+
+
+def safe_name(value: str, where: str) -> str:
+    """`value`, checked to be usable as one file or folder name inside another folder.
+
+    Config-supplied names that become paths (data sources, fine-tuning stages, benchmarks)
+    pass through here, so none can escape its folder: letters, digits, '-', '_' and '.' only,
+    not starting with '.' (so never '.', '..' or a hidden name), at most 255 bytes. `where`
+    names the field in the error, e.g. "SourceConfig.name".
+    """
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty name, got {value!r}")
+    bad = sorted({c for c in value if not _NAME_CHAR.fullmatch(c)})
+    if bad or value.startswith(".") or len(value.encode("utf-8")) > 255:
+        why = (f"contains {''.join(bad)!r}" if bad else "starts with '.'" if value.startswith(".")
+               else "is longer than 255 bytes")
+        raise ConfigError(f"{where} must be a single file or folder name (letters, digits, '-', '_', '.'; "
+                          f"not starting with '.'), got {value!r}, which {why}")
+    return value
 
 
 def _coerce(cls_name: str, name: str, value: Any, tp: Any) -> Any:
@@ -123,7 +146,12 @@ class Config:
     def load(cls: type[C], path: str | Path, overrides: list[str] | None = None) -> C:
         """Load from a .yaml/.yml or .json file, then apply dotted overrides (`["--optim.lr", "3e-4"]`)."""
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text at byte {e.start} (save the config as UTF-8)") from None
         try:
             d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:

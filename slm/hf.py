@@ -27,9 +27,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from slm.checkpoint import CONFIG_NAME, atomic_write
+from slm.checkpoint import CONFIG_NAME, atomic_write, read_safetensors
 from slm.config import ConfigError, ModelConfig
 from slm.model import SLM
 
@@ -182,7 +182,7 @@ def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{directory}: no model.safetensors or model.safetensors.index.json")
     tensors = {}
     for f in files:
-        tensors.update(load_file(directory / f))
+        tensors.update(read_safetensors(directory / f))
     return tensors
 
 

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from slm import runs
-from slm.chat import encode_chat
+from slm.chat import CHAT_TOKENS, encode_chat
+from slm.checkpoint import CheckpointError
 from slm.generate import left_pad
 from slm.hf import load_model_folder
 from slm.lora import ADAPTER_CONFIG, load_adapter, merge_lora
@@ -242,6 +243,27 @@ class _TorchLM:
         raise NotImplementedError
 
 
+def check_tokenizer(model_config, tokenizer, source: str | Path, chat: bool = False) -> None:
+    """A checkpoint's parts against each other: every token id fits the model's embedding, the
+    begin/end/padding ids agree, and a chat model's tokenizer has the chat tokens. Raises
+    CheckpointError naming the folder and each mismatch."""
+    problems = []
+    if tokenizer.vocab_size > model_config.vocab_size:
+        problems.append(f"the tokenizer has {tokenizer.vocab_size} tokens, the model's embedding only "
+                        f"{model_config.vocab_size} rows")
+    for name in ("bos", "eos", "pad"):
+        ours, model = getattr(tokenizer, f"{name}_id"), getattr(model_config, f"{name}_token_id", None)
+        if ours is not None and model is not None and ours != model:
+            problems.append(f"{name} id {ours} in the tokenizer, {model} in the model's config")
+    for token in CHAT_TOKENS if chat else ():
+        try:
+            tokenizer.token_id(token)
+        except KeyError:
+            problems.append(f"marked as a chat model ({runs.CHAT_MARKER}) but the tokenizer has no {token}")
+    if problems:
+        raise CheckpointError(f"{source}: the tokenizer does not match the model: " + "; ".join(problems))
+
+
 def _lora_base(model_dir: Path) -> Path:
     """The base a LoRA checkpoint was trained on: the `init_from` of its run's config."""
     run = runs.run_of(model_dir)
@@ -281,8 +303,9 @@ class SLMAdapter(_TorchLM):
         else:
             model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
         tokenizer = load_tokenizer(model_dir / runs.TOKENIZER_DIR)  # ours, or the transformers one it was tuned with
-        return cls(model, tokenizer, chat=runs.is_chat(model_dir) if chat is None else chat,
-                   name=model_dir.resolve().name, max_length=max_length)
+        chat = runs.is_chat(model_dir) if chat is None else chat
+        check_tokenizer(model.config, tokenizer, model_dir, chat)
+        return cls(model, tokenizer, chat=chat, name=model_dir.resolve().name, max_length=max_length)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         if self.chat:

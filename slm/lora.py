@@ -16,11 +16,11 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from slm.chat import resize_token_embeddings
-from slm.checkpoint import atomic_write
+from slm.checkpoint import atomic_write, read_safetensors
 from slm.config import Config, ConfigError
 from slm.model import SLM
 
@@ -135,7 +135,7 @@ def load_adapter(base: SLM, directory: str | Path) -> SLM:
     if base.config.vocab_size != meta["base_vocab_size"]:
         raise ValueError(f"{directory}: adapter made for a base with vocab_size={meta['base_vocab_size']}, "
                          f"this base has {base.config.vocab_size}")
-    tensors = load_file(directory / ADAPTER_WEIGHTS)
+    tensors = read_safetensors(directory / ADAPTER_WEIGHTS)
     rows = meta["new_token_rows"]
     if rows:
         resize_token_embeddings(base, base.config.vocab_size + rows)

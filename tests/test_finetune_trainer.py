@@ -246,9 +246,9 @@ def test_jmed_llm_config_and_base_flag():
     from slm.train.cli import parse
 
     root = Path(__file__).resolve().parents[1]
-    config, resume = parse("", FinetuneConfig, ["--config", str(root / "configs" / "finetune" / "jmed-llm.yaml"),
-                                                "--base", "runs/x", "--resume"])
-    assert (config.init_from, resume, config.optim.lr, config.optim.warmup_steps) == ("runs/x", True, 1e-4, 50)
+    config, args = parse("", FinetuneConfig, ["--config", str(root / "configs" / "finetune" / "jmed-llm.yaml"),
+                                              "--base", "runs/x", "--resume"])
+    assert (config.init_from, args.resume, config.optim.lr, config.optim.warmup_steps) == ("runs/x", True, 1e-4, 50)
 
 
 def test_resumed_lora_finetune_repeats_the_losses(tmp_path, base, files, monkeypatch):
@@ -292,3 +292,85 @@ def test_staged_finetuning_starts_each_stage_from_the_last_and_records_each(tmp_
     assert load_lm(result["final"]).chat
     with pytest.raises(ConfigError, match="exactly one of steps and epochs"):
         config(tmp_path, base, files, stages=[{"name": "x", "train_files": ["a"]}])
+
+
+def _judged_run(tmp_path, base, files, out):
+    return config(tmp_path, base, files, out=str(tmp_path / out), steps=40, checkpoint={"every": 10, "keep_last": 1})
+
+
+def _selection(run):
+    best = json.loads((run / "checkpoints" / "best").read_text())
+    return best, [(r["step"], r["exact"]) for r in records(run) if r["kind"] == "select"]
+
+
+@pytest.mark.parametrize("where", ["while judging", "between the commit and the best pointer"])
+def test_a_kill_during_checkpoint_selection_then_resume_chooses_the_same_best(tmp_path, base, files, monkeypatch,
+                                                                              where):
+    import slm.finetune.trainer as ft
+    from slm import runs
+
+    finetune(_judged_run(tmp_path, base, files, "a"))
+    judge, point = ft.evaluate_answers, runs.write_pointer
+    calls = []
+
+    def killed_judging(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the checkpoint of step 30
+            raise KeyboardInterrupt("killed while judging")
+        return judge(*args, **kwargs)
+
+    def killed_pointing(checkpoints, name, checkpoint, **fields):
+        if name == runs.BEST:  # the first best: the checkpoint is committed, the pointer not written
+            raise KeyboardInterrupt("killed before the best pointer")
+        return point(checkpoints, name, checkpoint, **fields)
+
+    with monkeypatch.context() as m:
+        if where == "while judging":
+            m.setattr(ft, "evaluate_answers", killed_judging)
+        else:
+            m.setattr(runs, "write_pointer", killed_pointing)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(_judged_run(tmp_path, base, files, "b"))
+    finetune(_judged_run(tmp_path, base, files, "b"), resume=True)
+    assert _selection(tmp_path / "a") == _selection(tmp_path / "b")  # never judged twice, none skipped
+    assert [s for s, _ in _selection(tmp_path / "b")[1]] == [10, 20, 30, 40]
+    best = _selection(tmp_path / "b")[0]["checkpoint"]
+    assert (tmp_path / "b" / "checkpoints" / best / "model.safetensors").is_file()  # retention kept it
+
+
+def test_a_fresh_finetune_never_starts_in_another_runs_folder(tmp_path, base, files, capsys):
+    from finetune import main
+
+    path = tmp_path / "sft.yaml"
+    config(tmp_path, base, files, steps=2, checkpoint={"every": 2}).save(path)
+    assert main(["--config", str(path)]) == 0
+    best = (tmp_path / "sft" / "checkpoints" / "best").read_bytes()
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "Traceback" not in err
+    assert (tmp_path / "sft" / "checkpoints" / "best").read_bytes() == best  # untouched
+    assert main(["--config", str(path), "--overwrite"]) == 0
+    assert len(list(tmp_path.glob("sft.replaced-*"))) == 1
+
+
+def test_a_chat_marker_needs_the_chat_tokens_and_the_vocabulary_must_fit(tmp_path, base):
+    from slm import runs
+    from slm.checkpoint import CheckpointError
+
+    chat = tmp_path / "chat"
+    SLM.from_pretrained(base).save_pretrained(chat)
+    JapaneseTokenizer.load(base / "tokenizer").save(chat / "tokenizer")  # no chat tokens
+    runs.mark_chat(chat, "<|user|>")
+    with pytest.raises(CheckpointError, match=r"marked as a chat model .* has no <\|system\|>"):
+        load_lm(chat)
+    small = tmp_path / "small"
+    SLM(SLM.from_pretrained(base).config.replace(vocab_size=100)).save_pretrained(small)
+    JapaneseTokenizer.load(base / "tokenizer").save(small / "tokenizer")
+    with pytest.raises(CheckpointError, match=r"2500 tokens, the model's embedding only 100 rows"):
+        load_lm(small)
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", ".hidden"])
+def test_a_stage_name_never_escapes_the_run_folder(tmp_path, base, files, name):
+    with pytest.raises(ConfigError, match="StageConfig.name must be a single file or folder name"):
+        config(tmp_path, base, files, train_files=[], stages=[{"name": name, "train_files": [str(files[0])], "steps": 1}])

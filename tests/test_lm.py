@@ -192,6 +192,7 @@ def test_model_paths_resolve_runs_pointers_and_lora_adapters(slm_dir, tok, tmp_p
     for step in ("step-0000100", "step-0000200"):
         (checkpoints / step / "trainer_state").mkdir(parents=True)
         (checkpoints / step / "trainer_state" / "trainer.json").write_text("{}")
+        (checkpoints / step / "model.safetensors").write_bytes(b"")
     (checkpoints / "latest").write_text("step-0000200\n")
     assert resolve_model_dir(tmp_path / "run") == checkpoints / "step-0000200"
     (checkpoints / "best").write_text(json.dumps({"checkpoint": "step-0000100", "exact": 0.5}))

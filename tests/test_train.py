@@ -317,6 +317,132 @@ def test_retention_keeps_the_last_and_every_nth(tmp_path):
     for step in range(1, 8):
         tmp = runs.begin(ckpts, step)
         (tmp / "trainer_state" / "trainer.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"")
         runs.commit(tmp, ckpts, step, keep_last=2, keep_every=3)
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-0000003", "step-0000006", "step-0000007"]
     assert runs.latest_checkpoint(ckpts).name == "step-0000007"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_fresh_run_never_starts_in_another_runs_folder(tmp_path, data_dir, capsys):
+    from train import main
+
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, steps=3))
+    assert main(["--config", str(path)]) == 0
+    before = snapshot(tmp_path / "run")
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err and "Traceback" not in err
+    assert snapshot(tmp_path / "run") == before  # nothing of the old run changed
+    assert main(["--config", str(path), "--overwrite"]) == 0
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert snapshot(aside) == before and "moved the run" in capsys.readouterr().out
+    assert losses(tmp_path / "run") == losses(aside)  # the new run is whole, not mixed with the old
+
+
+def test_resume_names_what_changed_and_refuses_what_changes_the_computation(tmp_path, data_dir, capsys):
+    from train import main
+
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, steps=3))
+    assert main(["--config", str(path)]) == 0
+    assert main(["--config", str(path), "--resume", "--micro_batch", "4", "--optim.lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "micro_batch: 2 -> 4" in err and "optim.lr: 0.003 -> 0.01" in err and "Traceback" not in err
+    assert main(["--config", str(path), "--resume", "--steps", "6"]) == 0  # running longer is allowed, and said
+    assert "steps: 3 -> 6" in capsys.readouterr().out and sorted(losses(tmp_path / "run")) == list(range(6))
+
+
+def test_a_torn_last_log_line_is_dropped_on_resume(tmp_path, data_dir):
+    from train import main
+
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, steps=3))
+    assert main(["--config", str(path)]) == 0
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "st')  # a crash (or a full disk) in the middle of an append
+    assert main(["--config", str(path), "--resume", "--steps", "6"]) == 0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines) and sorted(losses(tmp_path / "run")) == list(range(6))
+
+
+def test_a_kill_between_the_steps_of_retention_never_lists_a_half_deleted_checkpoint(tmp_path, data_dir,
+                                                                                      monkeypatch):
+    from slm import runs
+
+    config = run_config(tmp_path, data_dir, steps=6, checkpoint={"every": 3, "keep_last": 1})
+    real = runs.shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        if ".trash-" in str(path):
+            raise KeyboardInterrupt("killed while deleting an old checkpoint")
+        return real(path, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(runs.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig.from_dict(config))
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in runs.complete_checkpoints(ckpts)] == ["step-0000006"]
+    assert (ckpts / ".trash-step-0000003").is_dir()  # out of the listing before anything was deleted
+    train(TrainConfig.from_dict({**config, "steps": 9}), resume=True)
+    assert not list(ckpts.glob(".trash-*")) and [p.name for p in runs.complete_checkpoints(ckpts)] == ["step-0000009"]
+
+
+def test_a_full_disk_during_a_save_is_named_and_the_last_checkpoint_stays(tmp_path, data_dir, capsys, monkeypatch):
+    from slm import runs
+    from slm.train import state
+    from train import main
+
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, steps=6))
+    real = state.torch.save
+
+    def full(obj, f, *args, **kwargs):
+        if "0000006" in str(f):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real(obj, f, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(state.torch, "save", full)
+        m.setattr(runs, "_low_space", lambda path: True)
+        assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "step 6" in err and "--resume" in err and "Traceback" not in err
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert runs.latest_checkpoint(ckpts).name == "step-0000003"
+    assert main(["--config", str(path), "--resume"]) == 0 and runs.latest_checkpoint(ckpts).name == "step-0000006"
+
+
+def test_resuming_with_another_vocabulary_is_a_named_error(tmp_path, data_dir, capsys):
+    import shutil
+
+    from train import main
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    path = write_config(tmp_path, {**run_config(tmp_path, data_dir, steps=3), "data": str(data)})
+    assert main(["--config", str(path)]) == 0
+    tokens = json.loads((data / "tokens.json").read_text())
+    (data / "tokens.json").write_text(json.dumps({**tokens, "vocab_size": tokens["vocab_size"] + 8}))  # re-prepared
+    assert main(["--config", str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "step-0000003: cannot resume this run from it" in err and "vocabulary" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("problem", ["missing", "not utf-8", "every 0"])
+def test_config_problems_end_in_one_line(tmp_path, data_dir, capsys, problem):
+    from train import main
+
+    path = write_config(tmp_path, run_config(tmp_path, data_dir))
+    extra = []
+    if problem == "missing":
+        path = tmp_path / "nope.yaml"
+    elif problem == "not utf-8":
+        path.write_bytes(path.read_bytes() + "# 設定\n".encode("cp932"))
+    else:
+        extra = ["--checkpoint.every", "0"]
+    assert main(["--config", str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert {"missing": "no such config file", "not utf-8": "not UTF-8", "every 0": "every must be positive"}[problem] in err

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import torch
-from safetensors.torch import load_file
 
 from slm import runs
 from slm.chat import encode_chat, ensure_chat_tokens, render
-from slm.checkpoint import atomic_write
-from slm.config import Config, ConfigError
+from slm.checkpoint import atomic_write, read_safetensors
+from slm.config import Config, ConfigError, safe_name
 from slm.data.readers import ReadErrors
 from slm.finetune.data import ChatLoader, held_out_batches, pack, truncate
 from slm.finetune.instructions import load_conversations
 from slm.finetune.neftune import NEFTune
 from slm.hf import load_model_folder
-from slm.lm import SLMAdapter
+from slm.lm import SLMAdapter, check_tokenizer
 from slm.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, load_adapter, merge_lora,
                       no_decay_parameters, save_adapter)
 from slm.metrics import exact_match, token_f1
@@ -55,6 +54,7 @@ class StageConfig(Config):
     def validate(self) -> None:
         if not self.name or not self.train_files:
             raise ConfigError("every fine-tuning stage needs a name and train_files")
+        safe_name(self.name, "StageConfig.name")  # it names the stage's run folder
         if (self.steps is None) == (self.epochs is None):
             raise ConfigError(f"stage {self.name!r}: give exactly one of steps and epochs")
 
@@ -124,6 +124,7 @@ class FinetuneTrainer(Trainer):
         base = Path(config.init_from)
         self.tok = load_tokenizer(model_tokenizer_dir(base))  # ours, or a transformers model's own
         self.model = load_model_folder(base).float()
+        check_tokenizer(self.model.config, self.tok, base, chat=runs.is_chat(base))
         self.added_tokens = ensure_chat_tokens(self.tok, self.model)  # the report's 32768 -> 32771 path
         self.tokenizer_dir = self.out / runs.TOKENIZER_DIR
         if self.run.main:
@@ -141,8 +142,7 @@ class FinetuneTrainer(Trainer):
         # one example a row, packed or not: the held-out loss should not depend on how training packs
         self.eval_rows = [[truncate(encode_chat(self.tok, c), config.seq_len)] for c in self.eval_conversations]
         self.neftune = NEFTune(self.model, config.neftune_alpha) if config.neftune_alpha > 0 else None
-        record = runs.read_pointer(self.checkpoints, runs.BEST)  # resuming: the best so far is still the one to beat
-        self.best = (record[config.metric], record["checkpoint"]) if record else None
+        self.best = self._best_so_far()  # resuming: the best so far is still the one to beat
         if self.run.main:
             print(f"instruction tuning: {len(train)} conversations in {len(rows)} rows, {len(self.eval_conversations)} "
                   f"held out; {errors.total} malformed records skipped" + "".join(f"\n  {e}" for e in errors.examples[:5]))
@@ -172,7 +172,7 @@ class FinetuneTrainer(Trainer):
 
     def restore_model(self, directory: Path) -> None:
         if self.config.lora:
-            copy_adapter_tensors(self.model, load_file(directory / ADAPTER_WEIGHTS), str(directory))
+            copy_adapter_tensors(self.model, read_safetensors(directory / ADAPTER_WEIGHTS), str(directory))
         else:
             super().restore_model(directory)
 
@@ -186,37 +186,71 @@ class FinetuneTrainer(Trainer):
     def eval_every(self) -> int:
         return self.config.eval_every
 
-    def after_save(self, final: Path) -> None:
-        """Judge the checkpoint by its greedy answers; `checkpoints/best` names the best so far."""
+    def _best_so_far(self) -> tuple[float, str] | None:
+        """(score, checkpoint) of the best judged checkpoint on disk: the judgments saved in the
+        checkpoints themselves (a kill between a commit and the `best` pointer loses nothing), else
+        the pointer of a run written before they were saved."""
+        best = None
+        for checkpoint, judgment in runs.selections(self.checkpoints):
+            if best is None or judgment[self.config.metric] > best[0]:  # ties: the earlier checkpoint, as in the run
+                best = (judgment[self.config.metric], checkpoint.name)
+        record = runs.read_pointer(self.checkpoints, runs.BEST)
+        return best or ((record[self.config.metric], record["checkpoint"]) if record else None)
+
+    def judge(self, checkpoint: Path) -> dict | None:
+        """The checkpoint's greedy answers on the held-out conversations, scored; it becomes the best
+        (and is kept by retention) when it beats the best so far."""
         if not self.eval_conversations:
-            return
+            return None
         self.model.eval()
         value, preds = evaluate_answers(self.model, self.tok, self.eval_conversations, self.config.metric,
                                         self.config.eval_max_new_tokens)
         self.model.train()
-        self.monitor.log({"kind": "select", "step": self.step, self.config.metric: value,
-                          "examples": [{"answer": p, "reference": c[-1]["content"]}
-                                       for p, c in zip(preds[:3], self.eval_conversations[:3])]})
         if self.best is None or value > self.best[0]:
-            self.best = (value, final.name)
-            runs.write_pointer(self.checkpoints, runs.BEST, final.name, **{self.config.metric: value})
+            self.best = (value, runs.step_dir(self.checkpoints, self.step).name)
+        return {"kind": "select", "step": self.step, self.config.metric: value,
+                "examples": [{"answer": p, "reference": c[-1]["content"]}
+                             for p, c in zip(preds[:3], self.eval_conversations[:3])]}
+
+    def resumed(self, checkpoint: Path) -> None:
+        """A kill between a commit and its log line or `best` pointer loses nothing: the judgment is
+        logged from the checkpoint, and the pointer written from the judgments on disk."""
+        judged = runs.read_selection(checkpoint)
+        if judged is not None and not any(r["step"] == judged["step"] for r in runs.read_log(self.out, "select")):
+            self.monitor.log(judged)
+        pointer = runs.read_pointer(self.checkpoints, runs.BEST)
+        if self.best is not None and (pointer or {}).get("checkpoint") != self.best[1]:
+            runs.write_pointer(self.checkpoints, runs.BEST, self.best[1], **{self.config.metric: self.best[0]})
+
+    def after_save(self, final: Path) -> None:
+        """Log the checkpoint's judgment, and point `checkpoints/best` at the best so far."""
+        judgment = runs.read_selection(final)
+        if judgment is None:
+            return
+        self.monitor.log(judgment)
+        if self.best[1] == final.name:
+            runs.write_pointer(self.checkpoints, runs.BEST, final.name, **{self.config.metric: self.best[0]})
 
 
-def finetune(config: FinetuneConfig, resume: bool = False) -> dict:
+def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) instruction tuning, staged when the config lists stages; a notebook can call
-    this as finetune.py does."""
+    this as finetune.py does. A folder that holds another run is refused unless `resume` continues
+    it or `overwrite` moves it aside."""
     if config.stages:
-        return finetune_stages(config, resume)
-    trainer = FinetuneTrainer(config, resume=resume)
+        return finetune_stages(config, resume, overwrite)
+    trainer = FinetuneTrainer(config, resume=resume, overwrite=overwrite)
     result = run_to_end(trainer)
     return {**result, "best": trainer.best, "read_errors": trainer.read_errors.total}
 
 
-def finetune_stages(config: FinetuneConfig, resume: bool = False) -> dict:
+def finetune_stages(config: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Each stage in its own run folder (<out>/<n>-<name>), starting from the previous stage's best
     checkpoint (a LoRA stage's adapter is merged first, so the next stage adapts the adapted model).
     After each stage its held-out answers are scored; <out>/stages.jsonl and stages.md record them."""
     out, start, records = Path(config.out), config.init_from, []
+    aside = runs.claim(out, resume=resume, overwrite=overwrite)
+    if aside:
+        print(f"--overwrite: moved the staged run that was in {out} aside to {aside}")
     for n, stage in enumerate(config.stages, 1):
         steps = stage.steps
         if steps is None:  # epochs over the stage's examples, one example a row

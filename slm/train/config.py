@@ -56,6 +56,12 @@ class CheckpointConfig(Config):
     keep_last: int = 3  # older step folders are deleted; 0 keeps all
     keep_every: int = 0  # also keep every N-th step for good (0: none), e.g. for checkpoint sweeps
 
+    def validate(self) -> None:
+        if self.every <= 0:
+            raise ConfigError(f"CheckpointConfig.every must be positive (steps between checkpoints), got {self.every}")
+        if self.keep_last < 0 or self.keep_every < 0:
+            raise ConfigError("CheckpointConfig.keep_last and keep_every must be 0 or more")
+
 
 @dataclasses.dataclass
 class SpikeConfig(Config):

@@ -11,7 +11,7 @@ import math
 from collections import deque
 from pathlib import Path
 
-from slm.runs import LOSS_PLOT, METRICS_FILE, read_log
+from slm.runs import LOSS_PLOT, METRICS_FILE, read_log, writing
 from slm.train.config import SpikeConfig
 
 
@@ -55,7 +55,7 @@ class Monitor:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
+        with writing(self.path, "the log"), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None and "step" in record:
             for key, value in record.items():
@@ -66,8 +66,8 @@ class Monitor:
         """On resume, drop records of steps the resumed run will do again (they were lost with the crash)."""
         if not (self.enabled and self.path.is_file()):
             return
-        def before(record: dict) -> bool:  # an evaluation at `step` was logged before the checkpoint
-            return record.get("step", -1) < step or (record.get("kind") == "eval" and record.get("step") == step)
+        def before(record: dict) -> bool:  # at `step`: its evaluation and the checkpoint's judgment stay
+            return record.get("step", -1) < step or (record.get("kind") in ("eval", "select") and record.get("step") == step)
 
         kept = [record for record in read_log(self.path.parent) if before(record)]  # a torn last line goes too
         self.path.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")

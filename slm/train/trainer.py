@@ -36,6 +36,7 @@ import yaml
 from tqdm import tqdm
 
 from slm.chat import IGNORE
+from slm.checkpoint import CheckpointError, atomic_write
 from slm.config import ConfigError, ModelConfig
 from slm.data.loader import Loader, MixtureConfig, PackedLoader
 from slm.data.shards import TOKENS_FILE
@@ -119,12 +120,13 @@ class Trainer:
     model: SLM
     tokenizer_dir: Path
 
-    def __init__(self, config: LoopConfig, resume: bool = False):
+    def __init__(self, config: LoopConfig, resume: bool = False, overwrite: bool = False):
         self.config = config
         self.run = Run()
         self.out = Path(config.out)
         self.checkpoints = runs.checkpoints_dir(self.out)
         self.accumulation = config.accumulation(self.run.world_size)
+        self._claim(resume, overwrite)
         torch.manual_seed(config.seed)
         self.setup()
         self.model.to(self.run.device)
@@ -141,8 +143,22 @@ class Trainer:
         self.monitor = Monitor(self.out, self.run.main, config.tensorboard)
         if self.run.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / runs.CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+            atomic_write(self.out / runs.CONFIG_FILE, lambda p: p.write_text(text, encoding="utf-8"))
             self.monitor.truncate_after(self.step)
+            if latest is not None:
+                self.resumed(latest)
+
+    def _claim(self, resume: bool, overwrite: bool) -> None:
+        """Before anything is written: the folder holds no other run (or --resume continues it, or
+        --overwrite moves it aside), and a resumed run computes what the saved config says."""
+        aside = runs.claim(self.out, resume=resume, overwrite=overwrite, move=self.run.main)
+        self.run.barrier()
+        changes = runs.check_resume(self.out, self.config.to_dict()) if resume else []
+        if self.run.main and aside:
+            print(f"--overwrite: moved the run that was in {self.out} aside to {aside}")
+        if self.run.main and changes:
+            print(f"--resume with changed settings: {'; '.join(changes)}")
 
     def setup(self) -> None:
         """The loader, the model and the tokenizer folder that goes into checkpoints."""
@@ -194,8 +210,16 @@ class Trainer:
         restored = SLM.from_pretrained(directory, device=self.run.device, dtype=torch.float32)
         self.model.load_state_dict(restored.state_dict())
 
+    def judge(self, checkpoint: Path) -> dict | None:
+        """Rank 0, before a written checkpoint is committed: a record of how good it is (instruction
+        tuning: its answers), saved inside it, or None."""
+        return None
+
     def after_save(self, final: Path) -> None:
-        """Rank 0, after a checkpoint is committed (instruction tuning judges it here)."""
+        """Rank 0, after a checkpoint is committed (instruction tuning points `best` at it)."""
+
+    def resumed(self, checkpoint: Path) -> None:
+        """Rank 0, once the run has resumed from `checkpoint` and its log is cut back to it."""
 
     def protected_checkpoints(self) -> frozenset[str]:
         """Checkpoint folders retention must keep (instruction tuning keeps its best)."""
@@ -369,12 +393,16 @@ class Trainer:
             self.deepspeed.save_checkpoint(str(tmp / runs.TRAINER_STATE / "deepspeed"), tag="state")
         final = None
         if run.main:
-            self.save_model(tmp)
-            if self.tokenizer_dir.is_dir():
-                shutil.copytree(self.tokenizer_dir, tmp / runs.TOKENIZER_DIR)
-            ckpt.save_trainer_state(tmp, self.step, None if self.deepspeed else self.optimizer.state_dict(),
-                                    self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
-                                                              "rollbacks": self.rollbacks})
+            with runs.writing(tmp, f"the checkpoint of step {self.step}"):
+                self.save_model(tmp)
+                if self.tokenizer_dir.is_dir():
+                    shutil.copytree(self.tokenizer_dir, tmp / runs.TOKENIZER_DIR)
+                ckpt.save_trainer_state(tmp, self.step, None if self.deepspeed else self.optimizer.state_dict(),
+                                        self.loader.state_dict(), {"spike_window": self.spikes.state_dict(),
+                                                                  "rollbacks": self.rollbacks})
+                judgment = self.judge(tmp)
+                if judgment is not None:
+                    runs.write_selection(tmp, judgment)
             final = runs.commit(tmp, self.checkpoints, self.step, self.config.checkpoint.keep_last,
                                 self.config.checkpoint.keep_every, self.protected_checkpoints())
             self.after_save(final)
@@ -383,12 +411,17 @@ class Trainer:
 
     def _restore(self, directory: Path) -> None:
         info, loader_state, optimizer_state = ckpt.load_trainer_state(directory)
-        if self.deepspeed is not None:
-            self.deepspeed.load_checkpoint(str(directory / runs.TRAINER_STATE / "deepspeed"), tag="state")
-        else:
-            self.restore_model(directory)
-            self.optimizer.load_state_dict(optimizer_state)
-        self.loader.load_state_dict(loader_state)
+        try:
+            if self.deepspeed is not None:
+                self.deepspeed.load_checkpoint(str(directory / runs.TRAINER_STATE / "deepspeed"), tag="state")
+            else:
+                self.restore_model(directory)
+                self.optimizer.load_state_dict(optimizer_state)
+            self.loader.load_state_dict(loader_state)
+        except (RuntimeError, ValueError, KeyError) as e:  # shapes, parameter groups, loader positions
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{directory}: cannot resume this run from it: {first}. The model, its "
+                                  "vocabulary (the data's tokenizer) or the data changed since it was saved") from None
         self.spikes.load_state_dict(info.get("spike_window", []))
         self.rollbacks = info.get("rollbacks", 0)
         self.step = info["step"]
@@ -421,6 +454,7 @@ def run_to_end(trainer: Trainer) -> dict:
     return result
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Run (or resume) pretraining; a notebook can call this as train.py does."""
-    return run_to_end(Trainer(config, resume=resume))
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run (or resume) pretraining; a notebook can call this as train.py does. A folder that holds
+    another run is refused unless `resume` continues it or `overwrite` moves it aside."""
+    return run_to_end(Trainer(config, resume=resume, overwrite=overwrite))

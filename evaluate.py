@@ -17,14 +17,23 @@ adapter checkpoint (its base from the run's init_from, or --base), or a transfor
 folder. Base models (without the chat marker written by instruction tuning) read the prompts
 as plain text; `--method loglik` ranks the choices by likelihood instead of generating.
 The data are read and checked before any model is loaded. Every run writes predictions.jsonl,
-metrics.json and table.md (--out, default runs/eval/<run>-<checkpoint>/<benchmark>). `score`
-needs no model: it reads the benchmark's published prediction format (a model run's
-predictions.jsonl is in that format too). In a sweep, a benchmark option applies to every
-chosen benchmark that has it.
+metrics.json and table.md (--out, default runs/eval/<run>-<checkpoint>/<benchmark>), moved
+into place once complete; a folder that already holds results is refused before any work
+unless --overwrite (the old results are then replaced only when the new ones are complete),
+and a failed run leaves it as it was. `score` needs no model: it reads the benchmark's
+published prediction format (a model run's predictions.jsonl is in that format too). In a
+sweep, a benchmark option applies to every chosen benchmark that has it; a checkpoint already
+evaluated is read back (--force evaluates it again).
+
+Data and prediction files are UTF-8 (a file saved by Excel as Shift_JIS / cp932 is refused
+with the line where decoding failed: re-save it as UTF-8). Any failure ends with one line
+`error: ...` and exit status 2; --debug (before the subcommand) shows the traceback.
 """
 
 import argparse
 import dataclasses
+import json
+import pickle
 import sys
 import types
 import typing
@@ -33,25 +42,70 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from slm.checkpoint import CheckpointError
 from slm.config import ConfigError
 from slm.eval import registry
-from slm.eval.harness import BenchmarkError, Context
+from slm.eval.harness import BenchmarkError, Context, check_out
 from slm.eval.sweep import sweep
 from slm.lm import load_lm
-from slm.runs import EVAL_DIR, display_name, resolve_model_dir
+from slm.runs import EVAL_DIR, TOKENIZER_DIR, display_name, resolve_model_dir
 from tokenizer.corpus import CorpusError
 
-ERRORS = (BenchmarkError, ConfigError, CorpusError, CheckpointError, FileNotFoundError, ValueError)
+
+class ModelError(ValueError):
+    """A model that cannot be loaded; the message names the folder and, where found, the broken file."""
+
+
+# what a failure of the user's data, files or machine raises: one line `error: ...`, status 2
+ERRORS = (BenchmarkError, ConfigError, CorpusError, CheckpointError, ModelError, OSError, ValueError, SafetensorError,
+          torch.OutOfMemoryError)
+# what loading a broken model folder raises from inside safetensors, torch or transformers
+LOAD_ERRORS = (SafetensorError, OSError, RuntimeError, EOFError, pickle.UnpicklingError, json.JSONDecodeError)
+
+
+def broken_file(paths) -> Path | None:
+    """The first weights (.safetensors) or JSON file of the model folders (and their tokenizer/)
+    that does not open, or None."""
+    folders = []
+    for path in paths:
+        try:
+            folder = resolve_model_dir(path) if path is not None else None
+        except (OSError, ValueError):
+            continue
+        folders += [folder, folder / TOKENIZER_DIR] if folder is not None else []
+    for folder in folders:
+        for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            try:
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except Exception:  # any failure to open it is the answer sought
+                return file
+        for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return file
+    return None
 
 
 def load_model(args, path):
+    """The model of `path` (a folder, run or pointer); a folder that does not load is an error
+    naming it and, where it can be found, the truncated or corrupt file."""
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32,
              "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     chat = {"auto": None, "yes": True, "no": False}[args.chat]
-    return load_lm(path, device=device, dtype=dtype, base=args.base, chat=chat)
+    try:
+        return load_lm(path, device=device, dtype=dtype, base=args.base, chat=chat)
+    except (CheckpointError, ConfigError, BenchmarkError, CorpusError, FileNotFoundError, torch.OutOfMemoryError):
+        raise  # these name what is wrong already
+    except LOAD_ERRORS as e:
+        file = broken_file([path, args.base])
+        where = f"{file}: cannot load the model of {path} (truncated or corrupt?)" if file else \
+            f"{path}: cannot load the model"
+        raise ModelError(f"{where}: {type(e).__name__}: {e}") from e
 
 
 def default_out(model: str, benchmark: str) -> Path:
@@ -109,6 +163,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure (before the subcommand)")
     commands = p.add_subparsers(dest="command", required=True)
     for name in registry.names():
         benchmark = registry.get(name)
@@ -116,7 +171,10 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", required=True)
         sub.add_argument("--data", nargs="+" if benchmark.many_files else None, required=True,
                          help=benchmark.data_help)
-        sub.add_argument("--out", help="default: runs/eval/<run>-<checkpoint>/<benchmark>")
+        sub.add_argument("--out", help="default: runs/eval/<run>-<checkpoint>/<benchmark>; a folder holding "
+                                       "results is refused unless --overwrite")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="replace the results already in --out (only once the new ones are complete)")
         _model_options(sub)
         add_options(sub, [benchmark.options])
 
@@ -140,7 +198,10 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--data", nargs="+" if benchmark.many_files else None, required=True,
                          help=benchmark.data_help)
         sub.add_argument("--predictions", nargs="+", required=True, help=benchmark.predictions_help)
-        sub.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here")
+        sub.add_argument("--out", help="write predictions.jsonl, metrics.json and table.md here (a folder holding "
+                                       "results is refused unless --overwrite)")
+        sub.add_argument("--overwrite", action="store_true",
+                         help="replace the results already in --out (only once the new ones are complete)")
         add_options(sub, [benchmark.options])
     return p
 
@@ -152,7 +213,7 @@ def run_sweep(args) -> None:
     for name in args.benchmarks:  # every benchmark's data checked before the first checkpoint is loaded
         data = getattr(args, f"data:{name}")
         if not data:
-            raise SystemExit(f"error: --{name}-data is needed for {name}")
+            raise BenchmarkError(f"--{name}-data is needed for {name}")
         tasks[name] = registry.task(name, data, chosen_options(args, name))
     context = Context(batch_size=args.batch_size, progress=False, load_lm=partial(load_model, args))
     evaluators = {name: partial(_headline, task, context) for name, task in tasks.items()}
@@ -163,26 +224,58 @@ def run_sweep(args) -> None:
 
 
 def _headline(task, context, lm, out) -> dict[str, float]:
-    return registry.run(task, lm, out, context).headline
+    return registry.run(task, lm, out, context).headline  # cached or forced: replaced once complete
+
+
+def _replacing(out: Path, overwrite: bool) -> bool:
+    """Refuse an --out holding results (before any work) unless --overwrite, and say what happens."""
+    replacing = check_out(out, overwrite)
+    if replacing:
+        print(f"{out} holds results: they are replaced once the new ones are complete (--overwrite)")
+    return replacing
+
+
+def run_benchmark(args) -> None:
+    task = registry.task(args.command, args.data, chosen_options(args, args.command))
+    out = Path(args.out) if args.out else default_out(args.model, args.command)
+    replacing = _replacing(out, args.overwrite)
+    lm = load_model(args, args.model)
+    registry.run(task, lm, out, Context(batch_size=args.batch_size, load_lm=partial(load_model, args)), echo=True,
+                 overwrite=args.overwrite)
+    if replacing:
+        print(f"the earlier results in {out} were replaced")
+
+
+def run_score(args) -> None:
+    data = args.data if isinstance(args.data, list) else [args.data]
+    replacing = _replacing(Path(args.out), args.overwrite) if args.out else False
+    registry.score(args.benchmark, data, args.predictions, chosen_options(args, args.benchmark), args.out, echo=True,
+                   overwrite=args.overwrite)
+    if replacing:
+        print(f"the earlier results in {args.out} were replaced")
+
+
+def error_line(e: BaseException) -> str:
+    """The failure as one line."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory on the device: try a smaller --batch-size ({str(e).splitlines()[0] if str(e) else ''})"
+    text = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return text or type(e).__name__
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "score":
-            data = args.data if isinstance(args.data, list) else [args.data]
-            registry.score(args.benchmark, data, args.predictions, chosen_options(args, args.benchmark), args.out,
-                           echo=True)
+            run_score(args)
         elif args.command == "sweep":
             run_sweep(args)
         else:
-            task = registry.task(args.command, args.data, chosen_options(args, args.command))
-            out = args.out or default_out(args.model, args.command)
-            lm = load_model(args, args.model)
-            registry.run(task, lm, out, Context(batch_size=args.batch_size, load_lm=partial(load_model, args)),
-                         echo=True)
+            run_benchmark(args)
     except ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return 0
 

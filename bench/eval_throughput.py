@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from slm.config import ModelConfig  # noqa: E402
 from slm.eval import igakuqa  # noqa: E402
+from slm.eval.harness import Context  # noqa: E402
 from slm.lm import SLMAdapter  # noqa: E402
 from slm.model import SLM  # noqa: E402
 from tokenizer import JapaneseTokenizer  # noqa: E402
@@ -84,8 +85,8 @@ def main() -> None:
                 times = []
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    result = igakuqa.evaluate(lm, qs, shots, method, target, args.max_new_tokens, batch_size,
-                                              progress=False)
+                    options = igakuqa.Options(method=method, loglik_target=target, max_new_tokens=args.max_new_tokens)
+                    result = igakuqa.evaluate(lm, qs, shots, options, Context(batch_size=batch_size, progress=False))
                     times.append(time.perf_counter() - start)
                     assert result["overall"]["questions"] == len(qs)
                 seconds = statistics.median(times)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from slm import runs
 from slm.generate import RECOMMENDED
 from slm.model import SLM
+from slm.train import cli
 from tokenizer import JapaneseTokenizer
 
 PROMPTS = ["糖尿病の既往歴があり、", "胸部X線で浸潤影を認め"]
@@ -42,13 +44,19 @@ def run(run_dir: Path, seed: int = 0) -> dict:
     return {"texts": texts, "perplexity": ppl}
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("runs/pretrain/tiny-sample"))
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    run(args.run, args.seed)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        run(args.run, args.seed)
+        return 0
+
+    return cli.run(body, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -39,3 +39,11 @@ def test_generate_throughput_and_memory_arithmetic_run_on_cpu(tmp_path):
     psi = estimate["parameters"]
     assert ddp["model_states_gb"] == pytest.approx(16 * psi / 1e9)  # fp32 weights, grads, AdamW m and v
     assert zero2["model_states_gb"] == pytest.approx((2 * psi + 14 * psi / 4) / 1e9)
+
+
+@pytest.mark.slow
+def test_eval_throughput_runs_on_cpu(tmp_path):
+    out = tmp_path / "e.json"
+    run("eval_throughput.py", "--questions", "2", "--repeats", "1", "--batch-sizes", "1", "--max-new-tokens", "2",
+        "--out", str(out))
+    assert {r["method"] for r in json.loads(out.read_text())["results"]} == {"generate", "loglik"}

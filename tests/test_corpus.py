@@ -47,3 +47,55 @@ def test_bad_jsonl_names_line_and_field(tmp_path):
     path.write_text('{"text": "a"\n', encoding="utf-8")
     with pytest.raises(CorpusError, match=r"x\.jsonl line 1: not valid JSON"):
         list(read_jsonl(path))
+
+
+def test_decoding_errors_give_the_byte_offset_and_the_encoding_that_works(tmp_path):
+    path = tmp_path / "aozora.txt"
+    head = "正常\n".encode()
+    path.write_bytes(head + "吾輩は猫である。\n".encode("cp932"))
+    with pytest.raises(CorpusError, match=rf"line 2: not valid utf-8 \(byte 0x8c at column 1, byte offset {len(head)} "
+                                          r"of the file\); it decodes as Shift_JIS: pass encoding='cp932' / --encoding cp932"):
+        list(read_lines(path))
+    # UTF-8 read as cp932 often "decodes", into mojibake: refused, naming utf-8.
+    path.write_bytes("患者は発熱と咳嗽を訴えた。\n".encode())
+    with pytest.raises(CorpusError, match=r"line 1: UTF-8 text .*not cp932.*--encoding utf-8"):
+        list(read_lines(path, encoding="cp932"))
+    # ... but a short Shift_JIS line that happens to be valid UTF-8 (驢馬 is UTF-8 "醔n") is read as it is.
+    path.write_bytes("驢馬\r\n――\n".encode("cp932"))
+    assert list(read_lines(path, encoding="cp932")) == ["驢馬", "――"]
+
+
+def test_binary_without_nul_bytes_utf16_and_unknown_encodings_are_named(tmp_path):
+    path = tmp_path / "blob.txt"
+    path.write_bytes(bytes(range(0x80, 0x100)) * 8)
+    with pytest.raises(CorpusError, match=r"blob\.txt line 1: not valid utf-8 .*binary data, or text in another encoding"):
+        list(read_lines(path))
+    path.write_bytes("症例\n".encode("utf-16"))
+    with pytest.raises(CorpusError, match=r"UTF-16 text .*convert it to UTF-8"):
+        list(read_lines(path))
+    with pytest.raises(CorpusError, match="unknown encoding 'sjs'"):
+        list(read_lines(path, encoding="sjs"))
+
+
+def test_count_texts_reads_everything_and_refuses_inputs_without_text(tmp_path):
+    from tokenizer.corpus import count_texts
+
+    (tmp_path / "a.txt").write_text("一\n\n  \n二\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"text": "三"}\n{"text": " "}\n', encoding="utf-8")
+    assert count_texts([tmp_path]) == 3
+    (tmp_path / "c.txt").write_bytes("四\n".encode("cp932"))
+    with pytest.raises(CorpusError, match=r"c\.txt line 1"):
+        count_texts([tmp_path])
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    (blank / "x.txt").write_text("\n \r\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"x\.txt: no text, only blank lines"):
+        count_texts([blank])
+
+
+def test_on_error_reports_a_bad_line_and_reading_goes_on(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("一\n".encode() + "二\n".encode("cp932") + "三\n".encode())
+    errors = []
+    assert list(read_lines(path, on_error=errors.append)) == ["一", None, "三"]
+    assert len(errors) == 1 and "mixed.txt line 2" in str(errors[0]) and errors[0].path == str(path)

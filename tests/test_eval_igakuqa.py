@@ -10,7 +10,6 @@ from slm.eval.harness import Context
 from slm.eval.igakuqa import (SYSTEM, IgakuQAError, Options, Question, conversation, evaluate, extract_answer,
                               find_shots, format_question, load_predictions, load_questions, load_shots,
                               parse_prediction, score)
-from tokenizer.corpus import CorpusError
 
 QUIET = Context(progress=False)
 
@@ -75,13 +74,16 @@ def test_bad_prediction_files_name_file_and_line(data, tmp_path):
     with pytest.raises(IgakuQAError, match=r"p\.jsonl line 2: unknown problem_id '999Z9'"):
         load_predictions(bad, qs)
     bad.write_text('{"problem_id": "112A1"\n')
-    with pytest.raises(CorpusError, match=r"p\.jsonl line 1: not valid JSON"):
+    with pytest.raises(IgakuQAError, match=r"p\.jsonl line 1: not valid JSON"):
         load_predictions(bad, qs)
     bad.write_text('{"problem_id": "112A1", "prediction": 3}\n')
     with pytest.raises(IgakuQAError, match="needs string fields"):
         load_predictions(bad, qs)
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(IgakuQAError, match="official IgakuQA layout"):
         load_questions(tmp_path / "nothing")
+    with pytest.raises(IgakuQAError, match="missing: no such folder"):
+        load_questions(tmp_path / "missing")
 
 
 def test_cli_scores_and_writes_reports(data, tmp_path, capsys):

@@ -186,26 +186,30 @@ def test_validation_names_the_file_the_question_or_row_and_the_field(tmp_path):
                                                          encoding="utf-8")
     with pytest.raises(IgakuQA2025Error, match=r"119B_json\.json question 1 \(119A7\): field 'number' must be 119B<n>"):
         registry.task("igakuqa2025", block)
-    fails("extra", r"correct_answers\.csv line 14: 問題番号 119F99 is not a question",
+    fails("extra", r"correct_answers\.csv row 14: 問題番号 119F99 is not a question",
           answers=[(f"119{b}{n}", a) for b, n, *_, a in QUESTIONS] + [("119F99", "a")])
     fails("unanswered", r"119F_json\.json question 1 \(119F1\): no answer in .*correct_answers\.csv",
           answers=[(f"119{b}{n}", a) for b, n, *_, a in QUESTIONS][:-1])
-    fails("empty", r"correct_answers\.csv line 2 \(119A1\): field 解答 is empty",
+    fails("empty", r"correct_answers\.csv row 2 \(119A1\): field 解答 is empty",
           answers=[("119A1", "")] + [(f"119{b}{n}", a) for b, n, *_, a in QUESTIONS][1:])
     fails("zero", r"no questions in", questions=[], answers=[])
 
     header = write_exam(tmp_path / "header")
     (header / "results" / "correct_answers.csv").write_text("番号,解答\n119A1,c\n", encoding="utf-8")
-    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv line 1: the header needs 問題番号 and 解答"):
+    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv row 1: the header needs 問題番号 and 解答"):
         registry.task("igakuqa2025", header)
     (header / "results" / "correct_answers.csv").write_bytes("問題番号,解答\n119A1,ｃ\n".encode("cp932"))
-    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv: not UTF-8"):
+    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv line 1: not UTF-8 \(byte 0x96 at column 1: it "
+                                               r"reads as Shift_JIS \(cp932\).*re-save the file as UTF-8"):
         registry.task("igakuqa2025", header)
     (header / "questions" / "119A_json.json").write_bytes('[{"number": "119A1", "question": "貧血"}]'.encode("cp932"))
-    with pytest.raises(IgakuQA2025Error, match=r"119A_json\.json: not UTF-8"):
+    with pytest.raises(IgakuQA2025Error, match=r"119A_json\.json line 1: not UTF-8"):
         registry.task("igakuqa2025", header)
+    (tmp_path / "nothing").mkdir()
     with pytest.raises(IgakuQA2025Error, match="IgakuQA 2025 layout"):
         registry.task("igakuqa2025", tmp_path / "nothing")
+    with pytest.raises(IgakuQA2025Error, match="missing: no such folder"):
+        registry.task("igakuqa2025", tmp_path / "missing")
     no_shots = write_exam(tmp_path / "no_shots", shots=False)
     with pytest.raises(BenchmarkError, match=r"prompts/prompt\.jsonl beside the data"):
         registry.task("igakuqa2025", no_shots)

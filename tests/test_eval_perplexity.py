@@ -22,9 +22,9 @@ def test_perplexity_sums_documents_and_bits_per_character_divides_by_their_chara
 
 def test_cli(slm_dir, tmp_path, capsys):
     (tmp_path / "h.txt").write_text("発熱あり。\n\n咳嗽なし。\n", encoding="utf-8")
-    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe broken\n\n")
+    (tmp_path / "bad.txt").write_bytes("頭痛あり。\n\n".encode() + b"\xff\xfe broken\n\n")  # a damaged document
     assert main(["perplexity", "--model", str(slm_dir), "--data", str(tmp_path / "h.txt"), str(tmp_path / "bad.txt"),
                  "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "| 2 |" in out and "1 unreadable lines skipped" in out
+    assert "| 3 |" in out and "1 unreadable lines skipped" in out
     assert (tmp_path / "o" / "metrics.json").is_file()

@@ -54,5 +54,5 @@ def test_cli_sweeps_real_benchmarks(run, capsys):
     assert {("igakuqa", "accuracy"), ("jmed-llm", "smdis"), ("jmed-llm", "nrner"), ("perplexity", "perplexity"),
             ("perplexity", "bits_per_character")} <= metrics
     assert (run / "eval" / "step-0000200" / "igakuqa" / "predictions.jsonl").is_file()
-    with pytest.raises(SystemExit):
-        main(["sweep", str(run), "--benchmarks", "igakuqa"])  # needs --igakuqa-data
+    assert main(["sweep", str(run), "--benchmarks", "igakuqa"]) == 2  # needs --igakuqa-data
+    assert capsys.readouterr().err == "error: --igakuqa-data is needed for igakuqa\n"

@@ -99,3 +99,54 @@ def test_pickles_by_reloading_its_folder(tok):
 
     copy = pickle.loads(pickle.dumps(tok))
     assert copy.encode("心房細動に対しDOAC内服中。") == tok.encode("心房細動に対しDOAC内服中。")
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_save_replaces_a_tokenizer_folder_whole_and_refuses_other_folders(tok, tmp_path):
+    from tokenizer.folders import FolderExistsError
+
+    dest = tmp_path / "t"
+    dest.mkdir()
+    (dest / "user.dic").write_bytes(b"stale")  # a file the new folder might not have must not survive
+    (dest / "tokenizer.json").write_text("{}")
+    tok.save(dest)
+    assert _files(dest) == _files(tok.directory)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # nothing left beside it
+    mixed = tmp_path / "model"
+    mixed.mkdir()
+    (mixed / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(FolderExistsError, match=r"model is not empty and holds files that are not a tokenizer's \(model\.safetensors\)"):
+        tok.save(mixed)
+    assert _files(mixed) == {"model.safetensors": b"weights"}
+
+
+def test_a_save_that_fails_halfway_changes_nothing(tok, tmp_path, monkeypatch):
+    import shutil
+
+    dest = tmp_path / "t"
+    tok.save(dest)
+    before = _files(dest)
+    calls = []
+
+    def copy_then_fail(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return shutil.copy(src, dst)
+
+    monkeypatch.setattr("tokenizer.japanese.shutil.copy2", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        tok.save(dest)
+    assert _files(dest) == before and sorted(p.name for p in tmp_path.iterdir()) == ["t"]
+
+
+def test_save_into_its_own_folder_keeps_added_tokens(tok, tmp_path):
+    tok.save(tmp_path / "t")
+    t = JapaneseTokenizer.load(tmp_path / "t")
+    t.add_special_tokens(["<|tool|>"])
+    t.save(t.directory)
+    again = JapaneseTokenizer.load(tmp_path / "t")
+    assert again.token_id("<|tool|>") == tok.vocab_size and again.encode("糖尿病") == tok.encode("糖尿病")

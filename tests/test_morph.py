@@ -69,3 +69,41 @@ def test_a_failing_dictionary_build_is_an_error_not_a_crash(tmp_path, monkeypatc
     monkeypatch.setattr("tokenizer.morph.unidic_dir", lambda: str(fake))
     with pytest.raises(UserDictError, match="building the MeCab dictionary failed"):
         build_user_dict(STARTER_DICT, tmp_path / "user.dic", normalize)
+
+
+def test_dictionaries_in_paths_with_spaces_build_and_load(tmp_path):
+    # MeCab's arguments are split like a shell's: the path is quoted, and the compiler (which joins
+    # its arguments with spaces) writes to a temporary folder first.
+    out = tmp_path / "my dict" / "user.dic"
+    out.parent.mkdir()
+    build_user_dict(STARTER_DICT, out, normalize)
+    assert "糖尿病" in Morphology(out).split("糖尿病の既往")
+
+
+def test_missing_unreadable_and_broken_dictionaries_are_user_dict_errors(tmp_path):
+    with pytest.raises(UserDictError, match=r"nope\.csv: no such file; --user-dict takes a term list CSV"):
+        read_terms(tmp_path / "nope.csv", normalize)
+    sjis = tmp_path / "terms.csv"
+    sjis.write_bytes("surface,reading,category\n糖尿病,*,disease\n".encode("cp932"))
+    with pytest.raises(UserDictError, match=r"terms\.csv: not a UTF-8 term list"):
+        read_terms(sjis, normalize)
+    with pytest.raises(UserDictError, match=r"nope\.dic: no such MeCab user dictionary"):
+        Morphology(tmp_path / "nope.dic")
+    broken = tmp_path / "broken.dic"
+    broken.write_bytes(b"not a dictionary")
+    with pytest.raises(UserDictError, match=r"broken\.dic: MeCab cannot load this user dictionary \(dictionary file is broken"):
+        Morphology(broken)
+
+
+def test_a_failed_build_leaves_an_existing_dictionary_alone(tmp_path, monkeypatch):
+    out = tmp_path / "user.dic"
+    build_user_dict(STARTER_DICT, out, normalize)
+    before = out.read_bytes()
+    fake = tmp_path / "fake_unidic"
+    fake.mkdir()
+    (fake / "left-id.def").write_text("5146 名詞,普通名詞,一般,*,*,*,*,*,漢\n5147 名詞,普通名詞,一般,*,*,*,*,*,外\n"
+                                      "5148 名詞,普通名詞,一般,*,*,*,*,*,記号\n", encoding="utf-8")
+    monkeypatch.setattr("tokenizer.morph.unidic_dir", lambda: str(fake))
+    with pytest.raises(UserDictError, match=r"building the MeCab dictionary failed \(exit \d+\): [^\n]+$"):
+        build_user_dict(STARTER_DICT, out, normalize)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["fake_unidic", "user.dic"]

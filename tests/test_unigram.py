@@ -66,3 +66,17 @@ def test_cli_trains_and_reports_bad_input_files(tmp_path, capsys):
     bad.write_bytes("心不全".encode("cp932"))
     assert train_cli(["--input", str(bad), "--out", str(tmp_path / "u")]) == 2
     assert "sjis.txt line 1: not valid utf-8" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_an_existing_tokenizer_only_when_asked(tmp_path):
+    from tokenizer.folders import FolderExistsError
+
+    train_tokenizer([SAMPLE_CORPUS], tmp_path / "t", vocab_size=2500, num_workers=1, progress=False)
+    with pytest.raises(FolderExistsError, match=r"already holds a tokenizer.*overwrite=True"):
+        train_tokenizer([SAMPLE_CORPUS], tmp_path / "t", vocab_size=2600, num_workers=1, progress=False)
+    assert JapaneseTokenizer.load(tmp_path / "t").vocab_size == 2500
+    train_tokenizer([SAMPLE_CORPUS], tmp_path / "t", vocab_size=2600, user_dict=None, num_workers=1, progress=False,
+                    overwrite=True)
+    assert JapaneseTokenizer.load(tmp_path / "t").vocab_size == 2600
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["tokenizer.json", "tokenizer.model"]  # no stale user.dic
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizer.clean import CleanConfig
+from tokenizer.folders import StagedFolder
 
 HF_CONFIG = "tokenizer_config.json"
 NEUTRAL_CLEANING = CleanConfig(skip=["fullwidth_punct", "dashes", "unify_symbols", "restore_symbols", "allowed_chars"])
@@ -39,7 +40,10 @@ class HFTokenizer:
         return cls(directory)
 
     def save(self, directory: str | Path) -> None:
-        self.tok.save_pretrained(directory)
+        """transformers' files, written complete beside `directory` first, then moved in one by one
+        (a model folder may hold the tokenizer among its own files: nothing else there is touched)."""
+        with StagedFolder(directory, replace=True, owned=None) as tmp:
+            self.tok.save_pretrained(tmp)
 
     # ------------------------------------------------------------ ids
 

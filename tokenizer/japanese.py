@@ -33,12 +33,14 @@ from pathlib import Path
 import sentencepiece as spm
 
 from tokenizer.clean import META_SPACE, CleanConfig, normalize
+from tokenizer.folders import StagedFolder
 from tokenizer.morph import Morphology, unidic_version
 
 FORMAT_VERSION = 1
 BOS, EOS, NEWLINE = "<begin_of_text>", "<end_of_text>", "\n"
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE = "tokenizer.model", "tokenizer.json", "user.dic", "user_terms.csv"
+TOKENIZER_FILES = frozenset({MODEL_FILE, SETTINGS_FILE, USER_DICT_FILE, TERMS_FILE})  # all a tokenizer folder holds
 PIECE_CACHE_SIZE = 1 << 20  # morphemes cached before the cache is emptied (bounds memory)
 
 
@@ -71,15 +73,18 @@ class JapaneseTokenizer:
         return cls(directory)
 
     def save(self, directory: str | Path) -> None:
-        """Write the tokenizer folder to `directory` (e.g. into a model checkpoint), added tokens included."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if directory.resolve() != self.directory.resolve():
+        """Write the tokenizer folder to `directory` (e.g. into a model checkpoint), added tokens included.
+
+        The folder is written whole (tokenizer.folders): built beside `directory`, then moved into
+        place, replacing a tokenizer folder there (this one's own folder too) only once complete. A
+        folder holding anything but a tokenizer's files is refused, never mixed with or replaced.
+        """
+        text = json.dumps(self.settings, ensure_ascii=False, indent=2) + "\n"
+        with StagedFolder(directory, replace=True, owned=TOKENIZER_FILES) as tmp:
             for name in (MODEL_FILE, USER_DICT_FILE, TERMS_FILE):
                 if (self.directory / name).is_file():
-                    shutil.copy2(self.directory / name, directory / name)
-        text = json.dumps(self.settings, ensure_ascii=False, indent=2) + "\n"
-        (directory / SETTINGS_FILE).write_text(text, encoding="utf-8")
+                    shutil.copy2(self.directory / name, tmp / name)
+            (tmp / SETTINGS_FILE).write_text(text, encoding="utf-8")
 
     def add_special_tokens(self, tokens: Sequence[str]) -> list[str]:
         """Append special tokens after the Unigram vocabulary and return those that were new.

@@ -19,6 +19,10 @@ dictionary can kill the process that builds it.
 from __future__ import annotations
 
 import csv
+import io
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +72,18 @@ def _goshu(surface: str) -> str:
 def read_terms(path: str | Path, normalize: Callable[[str], str]) -> list[tuple[str, str, str]]:
     """(surface, reading, category) rows of a term list, validated, surfaces normalised."""
     path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise UserDictError(f"{path}: {what}; --user-dict takes a term list CSV (surface,reading,category), "
+                            "or 'none' for plain unidic")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserDictError(
+            f"{path}: not a UTF-8 term list (byte 0x{e.object[e.start]:02x} at byte offset {e.start}); save it as "
+            "UTF-8 (a compiled .dic is not accepted: --user-dict takes the CSV it is built from)") from None
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != ["surface", "reading", "category"]:
@@ -110,13 +124,22 @@ def build_user_dict(terms_csv: str | Path, out: str | Path, normalize: Callable[
                             reading, _goshu(surface), "*", "*", "*", "*", reading, reading, reading, reading,
                             "*", "*", "*", "*", "*"]
                 w.writerow([surface, cid, cid, TERM_COST, *features])
+        # Compiled here, in a folder whose path holds no spaces (the compiler's arguments are
+        # joined by spaces), then moved to `out` whole: a failed build never leaves a partial file.
+        built = Path(tmp) / "user.dic"
         code = "import sys; from fugashi.cli import build_dict; build_dict()"
-        args = ["fugashi-build-dict", "-d", dicdir, "-u", str(Path(out).resolve()), str(source)]
-        proc = subprocess.run([sys.executable, "-c", code, *args[1:]], capture_output=True, text=True)
-        if proc.returncode != 0 or not Path(out).is_file():
-            raise UserDictError(
-                f"{terms_csv}: building the MeCab dictionary failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
-            )
+        args = ["-d", dicdir, "-u", str(built), str(source)]
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        if proc.returncode != 0 or not built.is_file():
+            last = next((x.strip() for x in reversed(proc.stderr.splitlines()) if x.strip()), "no message")
+            raise UserDictError(f"{terms_csv}: building the MeCab dictionary failed (exit {proc.returncode}): {last}")
+        out = Path(out)
+        partial = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+        try:
+            shutil.copyfile(built, partial)
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
     return len(rows)
 
 
@@ -128,11 +151,19 @@ class Morphology:
 
         args = "-Owakati"
         if user_dict is not None:
-            if " " in str(user_dict):
-                raise UserDictError(f"MeCab cannot take a user dictionary path with spaces: {user_dict}")
-            args += f" -u {user_dict}"
+            if not Path(user_dict).is_file():
+                raise UserDictError(f"{user_dict}: no such MeCab user dictionary")
+            args += f" -u {shlex.quote(str(user_dict))}"  # fugashi splits its arguments as a shell does
         self.user_dict = user_dict
-        self._tagger = fugashi.Tagger(args)
+        try:
+            self._tagger = fugashi.Tagger(args)
+        except RuntimeError as e:
+            if user_dict is None:
+                raise
+            details = [x.strip() for x in str(e).splitlines() if x.strip() and not x.startswith("---")]
+            detail = details[-1].rsplit("] ", 1)[-1] if details else "no details"  # MeCab's own words, after its trace
+            raise UserDictError(f"{user_dict}: MeCab cannot load this user dictionary ({detail}); "
+                                "rebuild it from its term list") from None
 
     def split(self, line: str) -> list[str]:
         """Morphemes whose concatenation is `line` (which must hold no spaces or newlines)."""

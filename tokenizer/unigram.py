@@ -27,10 +27,11 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from tokenizer.clean import CleanConfig, clean, normalize
-from tokenizer.corpus import batched, list_files, read_texts
+from tokenizer.corpus import batched, count_texts, list_files, read_texts
+from tokenizer.folders import StagedFolder
 from tokenizer.japanese import (BOS, CHAT_TOKENS, EOS, FORMAT_VERSION, MODEL_FILE, NEWLINE, SETTINGS_FILE, TERMS_FILE,
-                                USER_DICT_FILE)
-from tokenizer.morph import STARTER_DICT, Morphology, build_user_dict, unidic_version
+                                TOKENIZER_FILES, USER_DICT_FILE)
+from tokenizer.morph import STARTER_DICT, Morphology, build_user_dict, read_terms, unidic_version
 
 N_BYTE_PIECES = 256
 LINES_PER_TASK = 2000
@@ -90,7 +91,7 @@ def count_morphemes(inputs, user_dict: Path | None, clean_config: CleanConfig, n
     return counts, changes, n_chars
 
 
-def _explain(error: RuntimeError, vocab_size: int, n_morphemes: int, coverage: float) -> Exception:
+def _explain(error: RuntimeError, vocab_size: int, n_morphemes: int, coverage: float) -> TokenizerTrainingError:
     """Turn sentencepiece's internal check failures into messages a user can act on."""
     text = str(error)
     m = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", text)
@@ -107,7 +108,8 @@ def _explain(error: RuntimeError, vocab_size: int, n_morphemes: int, coverage: f
             f"needs {m.group(2)} pieces for single characters alone. Raise --vocab-size (rare characters "
             "fall back to bytes either way)."
         )
-    return error
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return TokenizerTrainingError(f"sentencepiece could not train on this corpus: {lines[-1] if lines else text}")
 
 
 def train_tokenizer(
@@ -123,6 +125,7 @@ def train_tokenizer(
     encoding: str = "utf-8",
     text_field: str = "text",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train a tokenizer on text/JSONL files or folders and save it to `out`; returns a summary.
 
@@ -132,25 +135,50 @@ def train_tokenizer(
       report, which added them at fine-tuning time (32768 -> 32771).
     allow_smaller_vocab: if the corpus cannot fill `vocab_size`, train a smaller
       vocabulary instead of stopping with an error.
+    overwrite: replace a tokenizer already in `out` (only once the new one is complete);
+      without it, a non-empty `out` is refused (FolderExistsError) before any work.
+
+    Nothing is written to `out` until the end: the folder is built in a hidden sibling
+    (tokenizer.folders) and moved into place complete. Every input is read through and the
+    user dictionary checked before training, so a bad file fails in seconds, naming itself.
+    On any failure `out` is exactly as it was.
     """
     clean_config = clean_config or CleanConfig()
     num_workers = num_workers or os.cpu_count() or 1
+    if num_workers < 1:
+        raise TokenizerTrainingError(f"num_workers={num_workers}: need at least one process")
     specials = [BOS, EOS, NEWLINE, *(CHAT_TOKENS if chat_tokens else ())]
     n_fixed = 1 + len(specials) + N_BYTE_PIECES  # <unk>, specials, byte pieces
     if vocab_size <= n_fixed:
         raise TokenizerTrainingError(f"vocab_size={vocab_size} leaves no room: {n_fixed} ids are fixed (<unk>, specials, 256 bytes)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    stage = StagedFolder(out, replace=overwrite, owned=TOKENIZER_FILES)  # refuses an occupied `out` now
+    inputs = list(inputs)
+    files = list_files(inputs)
+    count_texts(files, text_field, encoding)  # every file decodes, and there is text
+    if user_dict is not None:
+        read_terms(user_dict, lambda s: normalize(s, clean_config))  # a bad term list fails before any work
 
+    with stage as tmp:
+        summary = _train(files, tmp, vocab_size, user_dict, specials, allow_smaller_vocab, clean_config,
+                         character_coverage, num_workers, encoding, text_field, progress)
+    return summary
+
+
+def _train(files: list[Path], out: Path, vocab_size: int, user_dict, specials: list[str], allow_smaller_vocab: bool,
+           clean_config: CleanConfig, character_coverage: float, num_workers: int, encoding: str, text_field: str,
+           progress: bool) -> dict:
+    """Write the tokenizer's files into `out` (the temporary folder)."""
     dict_path = None
     if user_dict is not None:
         dict_path = out / USER_DICT_FILE
         n_terms = build_user_dict(user_dict, dict_path, lambda s: normalize(s, clean_config))
         Path(out / TERMS_FILE).write_bytes(Path(user_dict).read_bytes())
+    Morphology(dict_path)  # loads here, so a dictionary MeCab refuses is an error, not a pool of failing workers
 
-    counts, changes, n_chars = count_morphemes(inputs, dict_path, clean_config, num_workers, encoding, text_field, progress)
+    counts, changes, n_chars = count_morphemes(files, dict_path, clean_config, num_workers, encoding, text_field, progress)
     if not counts:
-        raise TokenizerTrainingError(f"no text left to train on in {list(map(str, inputs))} after cleaning")
+        shown = ", ".join(map(str, files[:3])) + (" ..." if len(files) > 3 else "")
+        raise TokenizerTrainingError(f"no text left to train on in {shown} after cleaning")
 
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "morphemes.tsv"
@@ -171,7 +199,7 @@ def train_tokenizer(
         try:
             spm.SentencePieceTrainer.train(**options)
         except RuntimeError as e:
-            raise _explain(e, vocab_size, len(counts), character_coverage) from None
+            raise _explain(e, vocab_size, len(counts), character_coverage) from e
         (out / MODEL_FILE).write_bytes((Path(tmp) / "m.model").read_bytes())
 
     sp = spm.SentencePieceProcessor(model_file=str(out / MODEL_FILE))

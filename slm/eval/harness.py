@@ -20,12 +20,26 @@ context even without examples) gets an empty output and an `error`: it counts as
 wrong and is listed, it never stops the run.
 
 Every run writes `predictions.jsonl` (one row per question, for error analysis),
-`metrics.json` and `table.md` (`write_results`).
+`metrics.json` and `table.md` (`write_results`): into a temporary folder beside the
+destination, moved into place once complete, so a failed run changes nothing and a reader
+never sees half of a run. Who may replace a folder that already holds results is the
+caller's decision (`check_out`: evaluate.py refuses without --overwrite); a folder holding
+anything else is never written into.
+
+Data files are read by the readers here (`read_text`, `read_jsonl`, `read_csv`): UTF-8 (a
+byte-order mark is allowed), and a file that is not (Shift_JIS / cp932 from Excel) is an
+`EncodingError` naming the file, the line and byte, and how to re-save it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import re
+import secrets
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +47,6 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from slm.checkpoint import atomic_write
 from slm.config import Config
 from slm.lm import LocalLM, Prompt, load_lm
 
@@ -46,12 +59,134 @@ class BenchmarkError(ValueError):
     """Unusable benchmark data or predictions; the message names the file, line or row, and field."""
 
 
+class EncodingError(BenchmarkError):
+    """A data or prediction file that is not UTF-8; the message names where decoding failed."""
+
+
+class OutputError(BenchmarkError):
+    """An output folder that holds another run's results (or files that are not results)."""
+
+
+# ------------------------------------------------------------------ reading data files
+
+_ENCODING_CLASSES: dict[type, type] = {}
+
+
+def _encoding_class(error: type[BenchmarkError]) -> type[BenchmarkError]:
+    """An error class that is both `error` (a benchmark's own) and an EncodingError."""
+    if issubclass(error, EncodingError) or not issubclass(error, BenchmarkError) or error is BenchmarkError:
+        return error if issubclass(error, EncodingError) else EncodingError
+    if error not in _ENCODING_CLASSES:
+        _ENCODING_CLASSES[error] = type(f"{error.__name__}Encoding", (error, EncodingError),
+                                        {"__module__": error.__module__, "__doc__": EncodingError.__doc__})
+    return _ENCODING_CLASSES[error]
+
+
+def _reads_as_shift_jis(data: bytes) -> bool:
+    """The bytes decode as cp932 into Japanese (kana or kanji), not just into something."""
+    try:
+        text = data.decode("cp932")
+    except UnicodeDecodeError:
+        return False
+    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+
+
+def encoding_error(path: str | Path, data: bytes, e: UnicodeDecodeError,
+                   error: type[BenchmarkError] = EncodingError) -> BenchmarkError:
+    """The error for bytes of `path` that are not UTF-8: the line and column of the first bad
+    byte, the likely encoding, and how to re-save the file (the readers take UTF-8 only)."""
+    line = data.count(b"\n", 0, e.start) + 1
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    suffix = Path(path).suffix
+    excel = "in Excel: Save As 'CSV UTF-8'; " if suffix.lower() == ".csv" else ""
+    if _reads_as_shift_jis(data):
+        likely = ": it reads as Shift_JIS (cp932), as Excel and many Windows tools save Japanese text"
+        fix = f"re-save the file as UTF-8 ({excel}{'or ' if excel else 'e.g. '}iconv -f cp932 -t utf-8 {path} > new{suffix})"
+    else:
+        likely, fix = "", f"re-save the file as UTF-8{f' ({excel[:-2]})' if excel else ''}"
+    return _encoding_class(error)(f"{path} line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at column {column}"
+                                  f"{likely}); {fix}")
+
+
+def read_text(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> str:
+    """The text of a UTF-8 file (without a byte-order mark). A missing or unreadable file, or
+    one that is not UTF-8, is an `error` (an EncodingError) naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file")
+    if path.is_dir():
+        raise error(f"{path}: a folder, not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise encoding_error(path, data, e, error) from None
+
+
+def nothing_readable(path: str | Path, what: str, reasons: Sequence[str] = (),
+                     error: type[BenchmarkError] = BenchmarkError) -> BenchmarkError:
+    """The error for a file that gave no usable record: not UTF-8 (or missing) is said so, with
+    where decoding failed and the fix; else the first reason its records were skipped."""
+    try:
+        read_text(path, error)
+    except BenchmarkError as e:
+        return e
+    return error(f"{path}: no usable {what}" + (f" ({reasons[0]})" if reasons else ""))
+
+
+def read_jsonl(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a UTF-8 JSONL file; a line that is not
+    a JSON object is an `error` naming the file and line."""
+    records = []
+    for number, line in enumerate(read_text(path, error).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise error(f"{path} line {number}: not a JSON object")
+        records.append((number, record))
+    return records
+
+
+def read_csv(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(header, [(row, {column: cell})]) of a UTF-8 CSV file with a header. Rows are numbered as
+    a spreadsheet shows them: the header is row 1, and a quoted cell spanning lines stays in
+    its row. Blank rows are skipped (their numbers kept); a file without a header or without
+    a row below it, a malformed CSV and a row with more cells than the header are `error`s."""
+    text = read_text(path, error)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        header = next(reader, None)
+        for number, cells in enumerate(reader, start=2):
+            if not any(c.strip() for c in cells):
+                continue
+            if header is not None and len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+                raise error(f"{path} row {number}: {len(cells)} cells, more than the {len(header)} columns of the "
+                            f"header (a comma in an unquoted cell?)")
+            rows.append((number, cells))
+    except csv.Error as e:
+        raise error(f"{path} line {reader.line_num}: not a readable CSV ({e})") from None
+    if header is None or not any(c.strip() for c in header):
+        raise error(f"{path}: empty (no header row)")
+    header = [c.strip() for c in header]
+    if not rows:
+        raise error(f"{path}: no rows below the header (row 1)")
+    return header, [(n, {h: (cells[i] if i < len(cells) else "") for i, h in enumerate(header)}) for n, cells in rows]
+
+
 @dataclass
 class Problem:
     """Items of one group (a year, a task) that count as wrong for a reason worth listing."""
 
     kind: str  # a key of PROBLEMS
-    ids: list[str]
+    ids: list  # as the benchmark names its items: question ids, or row numbers
     group: str = ""
 
 
@@ -77,8 +212,7 @@ class Result:
 
 def problems_of(groups: dict[str, dict], kinds: Sequence[str] = tuple(PROBLEMS)) -> list[Problem]:
     """The problems listed in per-group metrics ({"unparsed": [...], "not_answered": [...], ...})."""
-    return [Problem(kind, [str(i) for i in g[kind]], name) for name, g in groups.items() for kind in kinds
-            if g.get(kind)]
+    return [Problem(kind, list(g[kind]), name) for name, g in groups.items() for kind in kinds if g.get(kind)]
 
 
 @dataclass(kw_only=True)
@@ -197,13 +331,101 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
     return answers
 
 
-def write_results(out_dir: str | Path, result: Result) -> Path:
-    """predictions.jsonl, metrics.json and table.md in `out_dir` (each written atomically)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows)
-    metrics = json.dumps(result.metrics, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(out_dir / "predictions.jsonl", lambda p: p.write_text(lines, encoding="utf-8"))
-    atomic_write(out_dir / "metrics.json", lambda p: p.write_text(metrics, encoding="utf-8"))
-    atomic_write(out_dir / "table.md", lambda p: p.write_text(result.table, encoding="utf-8"))
-    return out_dir
+RESULT_FILES = ("predictions.jsonl", "metrics.json", "table.md")
+HEADLINE_FILE = "headline.json"  # a checkpoint sweep's cache mark, written into the folder once it is in place
+REPLACEABLE = (*RESULT_FILES, HEADLINE_FILE)  # what a results folder may hold, replaced with it
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def safe_name(name: str) -> bool:
+    """A name that is one folder: letters, digits, '-' and '_' (no '/', no '..', no leading '-')."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
+def existing_results(out_dir: str | Path) -> list[str]:
+    """The result files `out_dir` holds (none: it is free). A file in its place, or a folder
+    holding anything but results, is an OutputError: results are never written over it."""
+    out = Path(out_dir)
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise OutputError(f"{out}: a file, not a folder for results")
+    names = sorted(p.name for p in out.iterdir())
+    other = [n for n in names if n not in REPLACEABLE]
+    if other:
+        raise OutputError(f"{out} holds files that are not evaluation results ({', '.join(other[:5])}"
+                          f"{', ...' if len(other) > 5 else ''}): results go into a folder of their own; choose another out")
+    return [n for n in names if n in RESULT_FILES]
+
+
+def check_out(out_dir: str | Path, overwrite: bool) -> bool:
+    """Whether the results to be written to `out_dir` replace others (True only with `overwrite`):
+    an OutputError when it holds results and `overwrite` is False. Called before any model work."""
+    held = existing_results(out_dir)
+    if held and not overwrite:
+        raise OutputError(f"{out_dir} already holds results ({', '.join(held)}): pass --overwrite to replace them "
+                          f"(once the new ones are complete), or choose another --out")
+    return bool(held)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _leftovers(out: Path) -> None:
+    """Temporary siblings of `out` left by a killed writer: unfinished folders are removed; old
+    results moved aside but not yet replaced go back into place."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)-[0-9a-f]{{8}}$")
+    for stale in sorted(out.parent.iterdir()):
+        match = pattern.match(stale.name)
+        if not match or _alive(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not out.exists():
+            os.replace(stale, out)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_results(out_dir: str | Path, result: Result, overwrite: bool = True) -> Path:
+    """predictions.jsonl, metrics.json and table.md in `out_dir`, written into a temporary folder
+    beside it and moved into place when complete: old results there are replaced only then (and
+    only with `overwrite`; without it they are an OutputError), a folder holding anything else
+    is never written into, and an error or a kill part way leaves `out_dir` as it was."""
+    out = Path(out_dir)
+    if out.name in ("", ".", ".."):
+        raise OutputError(f"{out_dir}: name a folder for the results")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _leftovers(out)
+    check_out(out, overwrite)
+    files = {"predictions.jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows),
+             "metrics.json": json.dumps(result.metrics, indent=2, ensure_ascii=False) + "\n",
+             "table.md": result.table}
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        for name, text in files.items():
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -30,9 +30,8 @@ from typing import Literal
 
 from slm.config import Config, ConfigError
 from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
-                              problems_of)
+                              problems_of, read_jsonl)
 from slm.lm import LocalLM
-from tokenizer.corpus import read_jsonl_records
 
 ALWAYS_CORRECT = {"116A71"}
 ALSO_ACCEPTED = {"112B30": [{"a"}, {"d"}]}
@@ -57,9 +56,10 @@ class Question:
     kinki: set[str] = field(default_factory=set)  # prohibited choices
 
 
-def _jsonl(path: Path):
-    """(line, object) of a JSONL file; bad JSON raises CorpusError naming file and line."""
-    return read_jsonl_records(path, text_field=None)
+def _jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line, object) of a UTF-8 JSONL file; a missing file, a file that is not UTF-8 and a line
+    that is not a JSON object are IgakuQAErrors naming the file and line."""
+    return read_jsonl(path, IgakuQAError)
 
 
 def _letters(raw) -> set[str]:
@@ -68,19 +68,55 @@ def _letters(raw) -> set[str]:
     return {c for c in unicodedata.normalize("NFKC", text).lower() if "a" <= c <= "z"}
 
 
+_INTEGER = re.compile(r"^\s*\d+\s*$")
+
+
 def _question(r: dict, where: str, year: str, block: str, points_required: bool = True) -> Question:
-    try:
-        pid, answer = r["problem_id"], r["answer"]
-        points = int(r["points"]) if points_required or "points" in r else 0
-    except (KeyError, ValueError, TypeError) as e:
-        raise IgakuQAError(f"{where}: needs problem_id, answer and integer points ({e})") from None
-    if not isinstance(answer, list) or not answer:
-        raise IgakuQAError(f"{where}: answer must be a non-empty list")
-    choices = r.get("choices") or []
+    """A question of the official schema: problem_id and problem_text strings, choices a list of
+    strings (empty for numeric entry), answer a non-empty list of strings, points an integer or
+    an integer string ("1"; the few-shot examples have none), text_only true or false."""
+    pid = r.get("problem_id")
+    if not isinstance(pid, str) or not pid.strip():
+        raise IgakuQAError(f"{where}: field 'problem_id' is missing or not a string")
+    where = f"{where} ({pid})"
+    if not isinstance(r.get("problem_text"), str):
+        raise IgakuQAError(f"{where}: field 'problem_text' is missing or not a string")
+    choices = r.get("choices")
     if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        raise IgakuQAError(f"{where}: choices must be a list of strings")
-    return Question(pid, year, block, r.get("problem_text", ""), choices, [str(a).lower() for a in answer], points,
-                    bool(r.get("text_only", True)))
+        raise IgakuQAError(f"{where}: field 'choices' must be a list of strings (empty for a numeric-entry question)")
+    if len(choices) > len(LETTERS):
+        raise IgakuQAError(f"{where}: field 'choices' has {len(choices)} choices, at most {len(LETTERS)}")
+    answer = r.get("answer")
+    if not isinstance(answer, list) or not answer or not all(isinstance(a, str) and a.strip() for a in answer):
+        raise IgakuQAError(f"{where}: field 'answer' must be a non-empty list of strings such as [\"a\", \"c\"], "
+                           f"not {answer!r}")
+    points = 0
+    if points_required or "points" in r:
+        raw = r.get("points")
+        if isinstance(raw, bool) or not (isinstance(raw, int) and raw >= 0 or isinstance(raw, str) and _INTEGER.match(raw)):
+            raise IgakuQAError(f"{where}: field 'points' must be an integer or an integer string such as \"1\", "
+                               f"not {raw!r}")
+        points = int(raw)
+    text_only = r.get("text_only", True)
+    if not isinstance(text_only, bool):
+        raise IgakuQAError(f"{where}: field 'text_only' must be true or false, not {text_only!r}")
+    return Question(pid, year, block, r["problem_text"], choices, [a.lower() for a in answer], points, text_only)
+
+
+def _metadata(path: Path) -> dict[str, dict]:
+    """{problem_id: row} of a block's _metadata.jsonl: each row an object with a string problem_id,
+    and kinki (the prohibited choices), if there, a string or a list of strings."""
+    meta = {}
+    for number, r in _jsonl(path):
+        pid = r.get("problem_id")
+        if not isinstance(pid, str) or not pid.strip():
+            raise IgakuQAError(f"{path} line {number}: field 'problem_id' is missing or not a string")
+        kinki = r.get("kinki")
+        if not (kinki is None or isinstance(kinki, str) or isinstance(kinki, list) and all(isinstance(k, str) for k in kinki)):
+            raise IgakuQAError(f"{path} line {number} ({pid}): field 'kinki' must be a string or a list of strings, "
+                               f"not {kinki!r}")
+        meta[pid] = r
+    return meta
 
 
 def _root(data_dir: Path) -> Path:
@@ -91,21 +127,29 @@ def _root(data_dir: Path) -> Path:
 def load_questions(data_dir: str | Path) -> dict[str, Question]:
     """Every year of the official layout: data/<year>/<exam>-<block>.jsonl (+ _metadata.jsonl)."""
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise IgakuQAError(f"{data_dir}: no such folder (the IgakuQA folder, holding data/<year>/<exam>-<block>.jsonl)"
+                           if not data_dir.exists() else f"{data_dir}: a file, not the IgakuQA folder")
     root = _root(data_dir)
     questions: dict[str, Question] = {}
+    where: dict[str, str] = {}
     files = sorted(p for p in root.glob("*/*.jsonl") if _FILE.match(p.name))
     if not files:
         raise IgakuQAError(f"{data_dir}: no <year>/<exam>-<block>.jsonl files (the official IgakuQA layout)")
     for path in files:
         block = _FILE.match(path.name).group(2)
-        meta = {}
         meta_path = path.with_name(path.stem + "_metadata.jsonl")
-        if meta_path.is_file():
-            meta = {r.get("problem_id"): r for _, r in _jsonl(meta_path)}
-        for number, r in _jsonl(path):
-            q = _question(r, f"{path} line {number}", path.parent.name, block)
+        meta = _metadata(meta_path) if meta_path.exists() else {}
+        records = _jsonl(path)
+        if not records:
+            raise IgakuQAError(f"{path}: no questions (an empty file)")
+        for number, r in records:
+            at = f"{path} line {number}"
+            q = _question(r, at, path.parent.name, block)
+            if q.problem_id in questions:
+                raise IgakuQAError(f"{at}: field 'problem_id' repeats {q.problem_id} ({where[q.problem_id]})")
             q.kinki = _letters(meta.get(q.problem_id, {}).get("kinki"))
-            questions[q.problem_id] = q
+            questions[q.problem_id], where[q.problem_id] = q, at
     return questions
 
 
@@ -128,7 +172,10 @@ def is_correct(question: Question, prediction: set[str]) -> bool:
 def load_predictions(path: str | Path, questions: dict[str, Question]) -> dict[str, str]:
     """The published format: {"problem_id", "prediction"} per line; unknown ids are errors."""
     predictions = {}
-    for number, r in _jsonl(Path(path)):
+    records = _jsonl(Path(path))
+    if not records:
+        raise IgakuQAError(f"{path}: no predictions (an empty file)")
+    for number, r in records:
         pid, pred = r.get("problem_id"), r.get("prediction")
         if not isinstance(pid, str) or not isinstance(pred, str):
             raise IgakuQAError(f"{path} line {number}: needs string fields problem_id and prediction")
@@ -228,7 +275,10 @@ def find_shots(data_dir: str | Path) -> Path | None:
 
 def load_shots(path: str | Path) -> list[Question]:
     """The few-shot examples: questions in the data schema (points not needed)."""
-    return [_question(r, f"{path} line {n}", "shots", "-", points_required=False) for n, r in _jsonl(Path(path))]
+    records = _jsonl(Path(path))
+    if not records:
+        raise IgakuQAError(f"{path}: no few-shot examples (an empty file)")
+    return [_question(r, f"{path} line {n}", "shots", "-", points_required=False) for n, r in records]
 
 
 def extract_answer(output: str, q: Question) -> str | None:

@@ -33,7 +33,6 @@ booklet was read) is shown lettered in order, and the model's letters are mapped
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import re
@@ -43,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slm.eval import igakuqa
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, answer_items, option, problems_of
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Result, answer_items, option, problems_of, read_csv,
+                              read_jsonl, read_text)
 from slm.lm import LocalLM
-from tokenizer.corpus import read_jsonl_records
 
 ACCEPTED = {"119E28": {"a", "c"}}  # the grader's special rule: either letter, and only these
 REQUIRED_BLOCKS = igakuqa.REQUIRED_BLOCKS
@@ -118,16 +117,9 @@ def points_of(block: str, index: int) -> int:
 
 # ------------------------------------------------------------------ reading and checking the data
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise IgakuQA2025Error(f"{path}: not UTF-8 ({e})") from None
-
-
 def _read_json(path: Path):
     try:
-        return json.loads(_read_text(path))
+        return json.loads(read_text(path, IgakuQA2025Error))
     except json.JSONDecodeError as e:
         raise IgakuQA2025Error(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
 
@@ -171,34 +163,28 @@ def _question(r, where: str, exam: str, block: str) -> tuple[str, dict]:
 
 
 def load_answers(path: str | Path) -> dict[str, tuple[int, str]]:
-    """{question number: (line, normalised answer)} of the answers CSV (header 問題番号,解答)."""
+    """{question number: (row, normalised answer)} of the answers CSV (header 問題番号,解答; rows
+    numbered as a spreadsheet shows them, the header row 1)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise IgakuQA2025Error(f"{path}: missing (the answers: a CSV with the header {NUMBER_FIELD},{ANSWER_FIELD})")
+    header, rows = read_csv(path, IgakuQA2025Error)
+    missing = [c for c in (NUMBER_FIELD, ANSWER_FIELD) if c not in header]
+    if missing:
+        raise IgakuQA2025Error(f"{path} row 1: the header needs {NUMBER_FIELD} and {ANSWER_FIELD}; "
+                               f"column(s) {missing} missing (header: {header})")
     answers: dict[str, tuple[int, str]] = {}
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in (NUMBER_FIELD, ANSWER_FIELD) if c not in (reader.fieldnames or [])]
-            if missing:
-                raise IgakuQA2025Error(f"{path} line 1: the header needs {NUMBER_FIELD} and {ANSWER_FIELD}; "
-                                       f"column(s) {missing} missing (header: {reader.fieldnames})")
-            for row in reader:
-                line = reader.line_num
-                number = (row.get(NUMBER_FIELD) or "").strip()
-                if not number:
-                    raise IgakuQA2025Error(f"{path} line {line}: field {NUMBER_FIELD} is empty")
-                answer = normalize(row.get(ANSWER_FIELD))
-                if not answer:
-                    raise IgakuQA2025Error(f"{path} line {line} ({number}): field {ANSWER_FIELD} is empty")
-                if number in answers:
-                    raise IgakuQA2025Error(f"{path} line {line}: field {NUMBER_FIELD} repeats {number} "
-                                           f"(line {answers[number][0]})")
-                answers[number] = (line, answer)
-    except UnicodeDecodeError as e:
-        raise IgakuQA2025Error(f"{path}: not UTF-8 ({e})") from None
-    except csv.Error as e:
-        raise IgakuQA2025Error(f"{path}: not a readable CSV ({e})") from None
+    for row_number, row in rows:
+        number = row[NUMBER_FIELD].strip()
+        if not number:
+            raise IgakuQA2025Error(f"{path} row {row_number}: field {NUMBER_FIELD} is empty")
+        answer = normalize(row[ANSWER_FIELD])
+        if not answer:
+            raise IgakuQA2025Error(f"{path} row {row_number} ({number}): field {ANSWER_FIELD} is empty")
+        if number in answers:
+            raise IgakuQA2025Error(f"{path} row {row_number}: field {NUMBER_FIELD} repeats {number} "
+                                   f"(row {answers[number][0]})")
+        answers[number] = (row_number, answer)
     return answers
 
 
@@ -206,6 +192,9 @@ def load_questions(folder: str | Path, answers_file: str | Path | None = None) -
     """Every question of questions/<exam><block>_json.json with its answer; a question without an
     answer, or an answer without a question, is an error."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise IgakuQA2025Error(f"{folder}: no such folder (the IgakuQA 2025 folder, holding {QUESTIONS_DIR}/)"
+                               if not folder.exists() else f"{folder}: a file, not the IgakuQA 2025 folder")
     qdir = folder / QUESTIONS_DIR
     files = sorted((p for p in qdir.glob("*_json.json") if _FILE.match(p.name)),
                    key=lambda p: _FILE.match(p.name).groups()) if qdir.is_dir() else []
@@ -232,9 +221,9 @@ def load_questions(folder: str | Path, answers_file: str | Path | None = None) -
     if unanswered:
         more = f" (and {len(unanswered) - 1} more: {unanswered[1:6]})" if len(unanswered) > 1 else ""
         raise IgakuQA2025Error(f"{found[unanswered[0]][0]}: no answer in {answers_path}{more}")
-    for number, (line, _) in answers.items():
+    for number, (row, _) in answers.items():
         if number not in found:
-            raise IgakuQA2025Error(f"{answers_path} line {line}: {NUMBER_FIELD} {number} is not a question in {qdir}")
+            raise IgakuQA2025Error(f"{answers_path} row {row}: {NUMBER_FIELD} {number} is not a question in {qdir}")
     return {number: Question(number, answer=answers[number][1], **fields) for number, (_, fields) in found.items()}
 
 
@@ -258,7 +247,7 @@ def data_notes(questions: dict[str, Question]) -> list[str]:
 def _entries(path: Path):
     """(where, entry) of a published answers file ({"results": [...]}) or of a run's predictions.jsonl."""
     if path.suffix == ".jsonl":
-        for number, record in read_jsonl_records(path, text_field=None):
+        for number, record in read_jsonl(path, IgakuQA2025Error):
             yield f"{path} line {number}", record
         return
     data = _read_json(path)

@@ -21,7 +21,6 @@ up to 512 new tokens, greedy; log-likelihood mode ranks a choice task's option l
 from __future__ import annotations
 
 import ast
-import csv
 import dataclasses
 import re
 from collections.abc import Sequence
@@ -32,9 +31,8 @@ import numpy as np
 
 from slm.config import Config, ConfigError
 from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
-                              problems_of)
+                              problems_of, read_csv, read_jsonl)
 from slm.lm import LocalLM
-from tokenizer.corpus import read_jsonl_records
 
 CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
 NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
@@ -45,12 +43,56 @@ class JmedLLMError(BenchmarkError):
     """Malformed data or prediction files; the message names the file, line and field."""
 
 
+OPTION_COLUMNS = tuple(f"option{L}" for L in "ABCDEF")
+
+
 def load_task(data_dir: str | Path, task: str) -> list[dict]:
-    path = Path(data_dir) / f"{task}.csv"
-    if not path.is_file():
+    """The rows of datasets/<task>.csv, checked against the task's schema: every reader of task
+    files (running, scoring, reading predictions back) goes through here. Choice tasks need the
+    columns question, answer and at least two of optionA..optionF, and per row a question, at
+    least two non-empty options and an answer letter among them; NER tasks need question and
+    answer, a Python list literal of strings. Errors name the file, the row (as a spreadsheet
+    numbers it: the header is row 1) and the field."""
+    folder = Path(data_dir)
+    if not folder.is_dir():
+        raise JmedLLMError(f"{folder}: no such folder (the JMED-LLM datasets folder, holding <task>.csv)"
+                           if not folder.exists() else f"{folder}: a file, not the JMED-LLM datasets folder")
+    path = folder / f"{task}.csv"
+    if not path.exists():
         raise JmedLLMError(f"{path}: missing (JMED-LLM keeps each task as datasets/<task>.csv)")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return list(csv.DictReader(f))
+    header, rows = read_csv(path, JmedLLMError)
+    choice = task in CHOICE_TASKS
+    missing = [c for c in ("question", "answer") if c not in header]
+    options = [c for c in OPTION_COLUMNS if c in header]
+    if missing or (choice and len(options) < 2):
+        needs = "question, answer and the options optionA, optionB, ..." if choice else "question and answer"
+        what = missing + ([f"option columns (found {options or 'none'})"] if choice and len(options) < 2 else [])
+        raise JmedLLMError(f"{path} row 1: the {task} header needs {needs}; missing: {', '.join(what)} "
+                           f"(header: {header})")
+    checked = []
+    for number, row in rows:
+        where = f"{path} row {number}"
+        if not row["question"].strip():
+            raise JmedLLMError(f"{where}: field 'question' is empty")
+        answer = row["answer"].strip()
+        if choice:
+            letters = option_letters(row)
+            if len(letters) < 2:
+                raise JmedLLMError(f"{where}: fields {options[0]}..{options[-1]}: {len(letters)} non-empty option(s), "
+                                   f"a choice row needs at least 2")
+            if len(answer) != 1 or answer not in letters:
+                raise JmedLLMError(f"{where}: field 'answer' {answer!r} is not one of the row's options "
+                                   f"{', '.join(letters)}")
+        else:
+            try:
+                value = ast.literal_eval(answer)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                value = None
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise JmedLLMError(f"{where}: field 'answer' must be a Python list literal of strings such as "
+                                   f"\"['胃癌', '走行異常']\", not {answer[:60]!r}")
+        checked.append({**row, "answer": answer})
+    return checked
 
 
 def first_letter(output: str, letters: str = "ABCDEF") -> str:
@@ -135,27 +177,48 @@ def score_task(task: str, rows: list[dict], outputs: list[str], mode: str = "ups
             "gold": gold}
 
 
-def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[str]]:
-    """{"task", "index", "output"} per line -> {task: outputs in row order}; every row must be there."""
+def read_outputs(path: str | Path) -> dict[str, dict[int, str]]:
+    """{task: {index: output}} of a predictions file ({"task", "index", "output"} per line)."""
     path = Path(path)
     found: dict[str, dict[int, str]] = {}
-    for number, r in read_jsonl_records(path, text_field=None):  # bad JSON: CorpusError with file and line
-        if r.get("task") not in TASKS or not isinstance(r.get("index"), int) \
+    lines: dict[tuple[str, int], int] = {}
+    for number, r in read_jsonl(path, JmedLLMError):
+        task, index = r.get("task"), r.get("index")
+        if task not in TASKS or not isinstance(index, int) or isinstance(index, bool) \
                 or not isinstance(r.get("output"), str):
-            raise JmedLLMError(f"{path} line {number}: needs task (one of {list(TASKS)}), integer index and string output")
-        found.setdefault(r["task"], {})[r["index"]] = r["output"]
+            raise JmedLLMError(f"{path} line {number}: needs task (one of {list(TASKS)}), integer index and "
+                               f"string output")
+        if (task, index) in lines:
+            raise JmedLLMError(f"{path} line {number}: task {task} index {index} repeats line {lines[task, index]}")
+        lines[task, index] = number
+        found.setdefault(task, {})[index] = r["output"]
+    if not found:
+        raise JmedLLMError(f"{path}: no predictions (an empty file)")
+    return found
+
+
+def align_outputs(path: str | Path, found: dict[str, dict[int, str]],
+                  tasks: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """{task: outputs in row order} against the tasks' rows (loaded once, by `load_task`); a
+    missing row is an empty output (wrong, listed under "<task>:missing"), an index beyond the
+    task's rows an error."""
     outputs = {}
     for task, by_index in found.items():
-        n = len(load_task(data_dir, task))
+        n = len(tasks[task])
         missing = sorted(set(range(n)) - set(by_index))
         extra = sorted(set(by_index) - set(range(n)))
         if extra:
             raise JmedLLMError(f"{path}: task {task} has {n} rows, but predictions name index {extra[:5]}")
-        # a missing row is an empty output: wrong, and listed by the caller
         outputs[task] = [by_index.get(i, "") for i in range(n)]
         if missing:
             outputs[task + ":missing"] = [str(i) for i in missing]
     return outputs
+
+
+def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[str]]:
+    """{"task", "index", "output"} per line -> {task: outputs in row order}; every row must be there."""
+    found = read_outputs(path)
+    return align_outputs(path, found, {task: load_task(data_dir, task) for task in found})
 
 
 def table(results: dict[str, dict]) -> str:
@@ -225,13 +288,15 @@ class Options(Config):
     max_new_tokens: int = option(512, "new tokens of a generated answer (official: 512)")
 
     def validate(self) -> None:
+        if not self.tasks:
+            raise ConfigError(f"tasks: choose at least one of {list(TASKS)}")
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise ConfigError(f"unknown JMED-LLM tasks {unknown}; the tasks are {list(TASKS)}")
 
 
 def load(data: Sequence[str], options: Options) -> dict[str, list[dict]]:
-    """{task: rows} of the chosen tasks in the datasets folder."""
+    """{task: rows} of the chosen tasks in the datasets folder, each checked by `load_task`."""
     (folder,) = data
     return {task: load_task(folder, task) for task in options.tasks}
 
@@ -269,10 +334,14 @@ def run(lm: LocalLM, tasks: dict[str, list[dict]], options: Options, context: Co
 def score_files(data: Sequence[str], predictions: Sequence[str], options: Options) -> Result:
     """A published outputs file ({"task", "index", "output"} per line); only its tasks are scored."""
     (folder,) = data
-    (path,) = predictions
-    outputs = load_predictions(path, folder)
-    results = {task: score_task(task, load_task(folder, task), outputs[task], options.mode)
-               for task in TASKS if task in outputs}
+    if len(predictions) != 1:
+        raise JmedLLMError(f"jmed-llm scores one predictions file (all tasks in it), got {len(predictions)}: "
+                           f"{list(predictions)}")
+    path = predictions[0]
+    found = read_outputs(path)  # the predictions first: only their tasks' files are read, each once
+    rows = {task: load_task(folder, task) for task in TASKS if task in found}
+    outputs = align_outputs(path, found, rows)
+    results = {task: score_task(task, rows[task], outputs[task], options.mode) for task in rows}
     rows, metrics = report(results, outputs, options.mode)
     missing = [Problem("missing", outputs[task + ":missing"], task) for task in results if outputs.get(task + ":missing")]
     return Result(rows, metrics, headline(metrics), table(results), missing, unit="rows")

@@ -28,12 +28,18 @@ import numpy as np
 from tqdm import tqdm
 
 from slm.config import Config, ConfigError
-from slm.eval.harness import Benchmark, Context, Item, Method, Problem, Result, answer_items, fit, option
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, fit, option,
+                              read_text)
 from slm.finetune import converters
 from slm.lm import LocalLM
+from tokenizer.corpus import CorpusError
 
 NAMES = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 COT_INSTRUCTION = "Think step by step, then end with \"The answer is X\", X being {choices}."
+
+
+class MCQAError(BenchmarkError):
+    """Unusable multiple-choice files; the message names the files and why their records were skipped."""
 
 
 @dataclass
@@ -220,9 +226,29 @@ class Split:
     skipped: list[str]  # records skipped, with file, line and reason
 
 
+def _usable(benchmark: str, paths: Sequence[str], cop_base: int, what: str) -> tuple[list[MCQ], list[str]]:
+    """(questions, skipped records) of files that must exist, be UTF-8 and hold a usable question."""
+    for path in paths:
+        read_text(path, MCQAError)  # missing, a folder, not UTF-8: named before the converter reads it
+    try:
+        questions, skipped = load(benchmark, paths, cop_base)
+    except CorpusError as e:  # the converters' own: a file that does not decode, or nothing usable in them
+        raise MCQAError(str(e)) from None
+    if not questions:
+        reasons = "; ".join(skipped[:3]) or "no records"
+        raise MCQAError(f"{', '.join(map(str, paths))}: no usable {benchmark} {what} ({len(skipped)} records skipped: "
+                        f"{reasons}{'; ...' if len(skipped) > 3 else ''})")
+    return questions, skipped
+
+
 def load_split(benchmark: str, data: Sequence[str], options: Options) -> Split:
-    questions, skipped = load(benchmark, data, options.cop_base)
-    train, train_skipped = load(benchmark, options.train, options.cop_base) if options.train else ([], [])
+    """The test questions and the few-shot training split, each with a usable question at least."""
+    questions, skipped = _usable(benchmark, data, options.cop_base, "questions")
+    train, train_skipped = _usable(benchmark, options.train, options.cop_base, "training questions") \
+        if options.train else ([], [])
+    if options.shots and len(train) < options.shots:
+        raise MCQAError(f"{options.shots} few-shot examples asked for, but the training split (train) has "
+                        f"{len(train)}" + ("" if options.train else ": name its files with train"))
     return Split(questions, train, skipped + train_skipped)
 
 

@@ -13,10 +13,12 @@ from typing import Literal
 
 from slm.config import Config
 from slm.data.readers import ReadErrors
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Item, Problem, Result, answer_items, option
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Problem, Result, answer_items, nothing_readable,
+                              option)
 from slm.finetune.instructions import load_conversations
 from slm.lm import LocalLM
 from slm.metrics import free_text_report
+from tokenizer.corpus import CorpusError, list_files
 
 KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "distinct_2", "longest_repeat_max", "never_stopped")
 
@@ -35,11 +37,25 @@ class Conversations:
 
 
 def load(data: Sequence[str], options: Options) -> Conversations:
-    errors = ReadErrors()
-    conversations = load_conversations([str(p) for p in data], errors)
-    if not conversations:
-        raise BenchmarkError(f"{', '.join(map(str, data))}: no usable conversation ({errors.total} malformed records)")
-    return Conversations(conversations, errors.total)
+    """The conversations of UTF-8 JSONL files (or folders of them). A malformed record is skipped
+    (counted); a file that gives no usable conversation (not UTF-8, empty, every record
+    malformed) is an error naming it and why."""
+    try:
+        files = list_files([str(p) for p in data])
+    except CorpusError as e:
+        raise BenchmarkError(str(e)) from None
+    conversations, skipped = [], 0
+    for path in files:
+        errors = ReadErrors()
+        try:
+            found = load_conversations([str(path)], errors)
+        except CorpusError as e:
+            raise nothing_readable(path, "conversation", [str(e)]) from None
+        if not found:
+            raise nothing_readable(path, "conversation", errors.examples)
+        conversations += found
+        skipped += errors.total
+    return Conversations(conversations, skipped)
 
 
 def run(lm: LocalLM, data: Conversations, options: Options, context: Context) -> Result:
@@ -61,7 +77,7 @@ def run(lm: LocalLM, data: Conversations, options: Options, context: Context) ->
     rows = [{"answer": a, "reference": r, "finished": f, "error": x.error}
             for a, r, f, x in zip(answers, references, finished, replies)]
     return Result(rows, report, {k: report[k] for k in KEYS if k in report}, table,
-                  [Problem("not_answered", [str(i) for i in not_answered])], unit="conversations",
+                  [Problem("not_answered", not_answered)], unit="conversations",
                   notes=[f"{len(answers)} answers; {data.skipped} malformed records skipped"])
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from slm.config import Config
 from slm.eval import igakuqa, igakuqa2025, jmed_llm, mcqa, perplexity, qa
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, write_results
+from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, safe_name, write_results
 from slm.lm import LocalLM
 
 _BUILTIN = (
@@ -34,6 +34,11 @@ _REGISTRY: dict[str, Benchmark] = {}
 
 
 def register(benchmark: Benchmark) -> Benchmark:
+    """Add a benchmark. Its name is a subcommand and a folder of evaluation outputs, so it is one
+    safe folder name: letters, digits, '-' and '_' (no '/', no '..')."""
+    if not safe_name(benchmark.name):
+        raise BenchmarkError(f"a benchmark's name must be letters, digits, '-' and '_' (a folder name), "
+                             f"starting with a letter or digit: not {benchmark.name!r}")
     if benchmark.name in _REGISTRY:
         raise ValueError(f"a benchmark named {benchmark.name!r} is already registered")
     _REGISTRY[benchmark.name] = benchmark
@@ -76,41 +81,52 @@ class Task:
     files: list[str]
 
 
-def task(name: str, data: str | Path | Sequence[str | Path], values: Config | dict | None = None,
-         source: str | None = None) -> Task:
-    """Read and check a benchmark's data and options, before any model is loaded."""
-    benchmark = get(name)
+def _files(benchmark: Benchmark, data: str | Path | Sequence[str | Path]) -> list[str]:
     files = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     if not files:
-        raise BenchmarkError(f"{name}: no data given")
+        raise BenchmarkError(f"{benchmark.name}: no data given")
     if not benchmark.many_files and len(files) != 1:
-        raise BenchmarkError(f"{name} reads one data folder or file, got {len(files)}: {files}")
+        raise BenchmarkError(f"{benchmark.name} reads one data folder or file, got {len(files)}: {files}")
+    return files
+
+
+def task(name: str, data: str | Path | Sequence[str | Path], values: Config | dict | None = None,
+         source: str | None = None) -> Task:
+    """Read and check a benchmark's data and options, before any model is loaded: unusable data
+    are a BenchmarkError naming the file, the line or row, and the field."""
+    benchmark = get(name)
+    files = _files(benchmark, data)
     chosen = options(name, values, source)
     return Task(benchmark, chosen, benchmark.load(files, chosen), files)
 
 
 def run(task: Task, lm: LocalLM, out: str | Path | None = None, context: Context = Context(),
-        echo: bool = False) -> Result:
-    """Put the task to the model; write its files to `out` (if given) and print its summary (if `echo`)."""
+        echo: bool = False, overwrite: bool = True) -> Result:
+    """Put the task to the model; write its files to `out` (if given) and print its summary (if `echo`).
+    The files are moved into place once complete (slm.eval.harness.write_results): results
+    already in `out` are replaced then, or with `overwrite` False are an OutputError."""
     result = task.benchmark.run(lm, task.data, task.options, context)
-    finish(result, out, echo)
+    finish(result, out, echo, overwrite)
     return result
 
 
 def score(name: str, data: str | Path | Sequence[str | Path], predictions: Sequence[str | Path],
-          values: Config | dict | None = None, out: str | Path | None = None, echo: bool = False) -> Result:
+          values: Config | dict | None = None, out: str | Path | None = None, echo: bool = False,
+          overwrite: bool = True) -> Result:
     """Score published prediction files by the benchmark's official rules (no model)."""
     benchmark = get(name)
     if benchmark.score is None:
         raise BenchmarkError(f"{name} has no published prediction format to score")
-    files = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    files = _files(benchmark, data)
+    if not predictions:
+        raise BenchmarkError(f"{name}: no prediction files given")
     result = benchmark.score(files, [str(p) for p in predictions], options(name, values))
-    finish(result, out, echo)
+    finish(result, out, echo, overwrite)
     return result
 
 
-def finish(result: Result, out: str | Path | None, echo: bool) -> None:
+def finish(result: Result, out: str | Path | None, echo: bool, overwrite: bool = True) -> None:
     if out is not None:
-        write_results(out, result)
+        write_results(out, result, overwrite)
     if echo:
         print(result.summary() + (f"written to {out}" if out is not None else ""), end="\n" if out else "")

@@ -2,9 +2,11 @@
 Appendix A.4), as `sweep.csv` and `sweep.png`.
 
 Each checkpoint's results go to `<out>/<checkpoint>/<benchmark>/` (the usual
-predictions.jsonl, metrics.json, table.md, plus headline.json); a checkpoint already
-evaluated is read back instead of run again, so an interrupted sweep resumes and a new
-checkpoint costs only itself.
+predictions.jsonl, metrics.json, table.md, moved into place whole by
+slm.eval.harness.write_results, then headline.json, written last as the mark of a finished
+evaluation); a checkpoint already evaluated is read back instead of run again, so an
+interrupted sweep resumes and a new checkpoint costs only itself. `force` evaluates again,
+the old results replaced only once the new ones are complete.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from tqdm import tqdm
 
 from slm import runs
 from slm.checkpoint import atomic_write
+from slm.eval.harness import HEADLINE_FILE
 from slm.lm import LocalLM
 
 Evaluator = Callable[[LocalLM, Path], dict[str, float]]  # (model, output folder) -> headline numbers
-HEADLINE = "headline.json"
+HEADLINE = HEADLINE_FILE
 FIELDS = ("checkpoint", "step", "tokens", "benchmark", "metric", "value")
 
 
@@ -32,6 +35,15 @@ def tokens_per_step(run_dir: Path) -> int | None:
     if not config or not config.get("global_batch") or not config.get("seq_len"):
         return None
     return int(config["global_batch"]) * int(config["seq_len"])
+
+
+def cached(folder: Path) -> dict[str, float] | None:
+    """The headline numbers of a finished evaluation in `folder`, or None (not there, or unreadable)."""
+    try:
+        values = json.loads((folder / HEADLINE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) else None
 
 
 def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[[Path], LocalLM],
@@ -49,11 +61,11 @@ def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[
         lm = None
         for name, evaluate in evaluators.items():
             folder = runs.eval_dir(out, checkpoint, name)
-            if (folder / HEADLINE).is_file() and not force:
-                values = json.loads((folder / HEADLINE).read_text())
-            else:
+            values = None if force else cached(folder)
+            if values is None:
                 lm = lm or load(checkpoint)
                 values = evaluate(lm, folder)
+                folder.mkdir(parents=True, exist_ok=True)
                 atomic_write(folder / HEADLINE, lambda p, v=values: p.write_text(json.dumps(v, indent=2) + "\n"))
             rows += [{"checkpoint": checkpoint.name, "step": step, "tokens": step * per_step if per_step else "",
                       "benchmark": name, "metric": metric, "value": value} for metric, value in values.items()]

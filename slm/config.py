@@ -34,17 +34,18 @@ def safe_name(value: str, where: str) -> str:
 
     Config-supplied names that become paths (data sources, fine-tuning stages, benchmarks)
     pass through here, so none can escape its folder: letters, digits, '-', '_' and '.' only,
-    not starting with '.' (so never '.', '..' or a hidden name), at most 255 bytes. `where`
-    names the field in the error, e.g. "SourceConfig.name".
+    not starting with '.' (so never '.', '..' or a hidden name) or '-' (it would read as an
+    option on a command line), at most 255 bytes. `where` names the field in the error, e.g.
+    "SourceConfig.name".
     """
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where} must be a non-empty name, got {value!r}")
     bad = sorted({c for c in value if not _NAME_CHAR.fullmatch(c)})
-    if bad or value.startswith(".") or len(value.encode("utf-8")) > 255:
-        why = (f"contains {''.join(bad)!r}" if bad else "starts with '.'" if value.startswith(".")
+    if bad or value[0] in ".-" or len(value.encode("utf-8")) > 255:
+        why = (f"contains {''.join(bad)!r}" if bad else f"starts with {value[0]!r}" if value[0] in ".-"
                else "is longer than 255 bytes")
         raise ConfigError(f"{where} must be a single file or folder name (letters, digits, '-', '_', '.'; "
-                          f"not starting with '.'), got {value!r}, which {why}")
+                          f"not starting with '.' or '-'), got {value!r}, which {why}")
     return value
 
 

@@ -125,3 +125,16 @@ def test_build_decontam_and_config(benchmarks, tmp_path):
         DecontamConfig(ngram=0)
     with pytest.raises(ConfigError, match=r"DecontamConfig.benchmarks\[0\] must be a string"):
         DecontamConfig(benchmarks=[3])
+
+
+def test_a_shift_jis_benchmark_file_is_named_with_line_byte_and_fix(tmp_path):
+    from slm.data.decontam import BenchmarkError, load_benchmark_texts
+
+    csv_path = tmp_path / "crade.csv"
+    csv_path.write_bytes("tag,question,optionA,answer\r\nd,発熱はありますか,はい,A\r\n".encode("cp932"))
+    with pytest.raises(BenchmarkError, match=r"crade\.csv line 2: not valid utf-8 .*Shift_JIS.*re-save it as UTF-8"):
+        load_benchmark_texts([csv_path])
+    jsonl = tmp_path / "112-A.jsonl"
+    jsonl.write_bytes('{"problem_text": "発熱", "choices": []}\n'.encode("cp932"))
+    with pytest.raises(BenchmarkError, match=r"112-A\.jsonl line 1: not valid utf-8 .*iconv -f cp932"):
+        load_benchmark_texts([jsonl])

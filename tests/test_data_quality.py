@@ -187,3 +187,13 @@ def test_train_quality_classifier_from_lm_labels_or_a_labels_file(tmp_path, capl
                                        json.dumps({"id": "web.txt:13", "label": 0})])
     clf = train_quality_classifier(lm, corpus, config.replace(labels_file=str(tmp_path / "l.jsonl")))
     assert clf.labels.tolist() == [1, 0]
+
+
+def test_a_shift_jis_labels_file_is_named_with_line_byte_and_fix(tmp_path):
+    from slm.data.quality import labels_from_file
+    from tokenizer.corpus import CorpusError
+
+    path = tmp_path / "labels.csv"
+    path.write_bytes("text,label\r\n心不全の説明。,高\r\n".encode("cp932"))
+    with pytest.raises(CorpusError, match=r"labels\.csv line 2: not valid utf-8 .*re-save it as UTF-8"):
+        labels_from_file(path)

@@ -61,3 +61,26 @@ def test_an_unreadable_line_drops_its_document_not_its_neighbours(tmp_path):
     errors = ReadErrors()
     assert [(d.text, d.line) for d in read_documents(source(tmp_path), errors)] == [("次の文書。", 5)]
     assert (errors.total, errors.dropped_documents) == (1, 1)
+
+
+def test_an_undecodable_line_names_its_byte_and_the_sources_encoding_field(tmp_path):
+    (tmp_path / "aozora.txt").write_bytes("吾輩は猫である。\r\n".encode("cp932"))
+    (tmp_path / "bom.txt").write_bytes("\ufeff心不全。\n".encode("utf-8"))  # a byte-order mark is no text
+    errors = ReadErrors()
+    docs = list(read_documents(SourceConfig(name="aozora", paths=[str(tmp_path)]), errors))
+    assert [d.text for d in docs] == ["心不全。"]
+    assert errors.examples == [f"{tmp_path / 'aozora.txt'} line 1: not valid utf-8 (byte 0x8c at column 1, offset 0 "
+                               "in the file); it decodes as Shift_JIS (cp932); set `encoding: cp932` in source "
+                               "'aozora' of the data config (now 'utf-8')"]
+    docs = list(read_documents(SourceConfig(name="aozora", paths=[str(tmp_path / "aozora.txt")], encoding="cp932"),
+                               errors))
+    assert [d.text for d in docs] == ["吾輩は猫である。"]
+
+
+def test_mixture_names_are_folder_names_too():
+    from slm.data.loader import MixtureConfig
+
+    with pytest.raises(ConfigError, match=r"MixtureConfig: a source name .*'\.\.'"):
+        MixtureConfig(weights={"..": 1.0})
+    with pytest.raises(ConfigError, match=r"curriculum\[0\]: a source name .*'a/b'"):
+        MixtureConfig(curriculum=[{"weights": {"a/b": 1.0}}])

@@ -16,6 +16,7 @@ import pytest
 from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
 from slm.eval import harness, registry
+from tokenizer import folders
 from slm.eval.harness import (Benchmark, BenchmarkError, EncodingError, OutputError, Result, read_csv, write_results)
 from slm.eval.igakuqa import IgakuQAError
 from slm.eval.jmed_llm import JmedLLMError
@@ -395,13 +396,13 @@ def test_write_results_is_atomic_and_never_writes_into_a_foreign_folder(tmp_path
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(harness.os, "fsync", failing_fsync)
+    monkeypatch.setattr(folders.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space"):
         write_results(out, Result([{"id": 2}], {"accuracy": 1.0}, {}, "| b |\n"))
     monkeypatch.undo()
     assert _files(out) == before and _siblings(out) == ["o"]
     (out / "notes.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(OutputError, match=r"holds files that are not evaluation results \(notes\.txt\)"):
+    with pytest.raises(OutputError, match=r"holds files that do not belong to results \(notes\.txt\)"):
         write_results(out, result)
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="a file, not a folder"):
@@ -412,17 +413,16 @@ def test_leftovers_of_a_killed_writer_are_cleaned_or_put_back(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     result = Result([], {"n": 1}, {}, "")
-    (tmp_path / f".o.tmp-{dead.pid}-0123abcd").mkdir()  # a half-written folder
-    (tmp_path / f".o.tmp-{os.getpid()}-0123abcd").mkdir()  # a live writer's: left alone
+    (tmp_path / f".tmp-o-{dead.pid}").mkdir()  # a half-written folder of a killed writer
+    (tmp_path / f".tmp-o-{os.getppid()}").mkdir()  # a live writer's: left alone
     write_results(tmp_path / "o", result)
-    assert _siblings(tmp_path / "o") == [f".o.tmp-{os.getpid()}-0123abcd", "o"]
-    (tmp_path / f".o.tmp-{os.getpid()}-0123abcd").rmdir()
+    assert _siblings(tmp_path / "o") == [f".tmp-o-{os.getppid()}", "o"]
+    (tmp_path / f".tmp-o-{os.getppid()}").rmdir()
     # killed between moving the old results aside and moving the new ones in: the old go back
-    os.replace(tmp_path / "o", tmp_path / f".o.old-{dead.pid}-0123abcd")
-    assert harness.existing_results(tmp_path / "o") == []
+    os.replace(tmp_path / "o", tmp_path / f".old-o-{dead.pid}")
     write_results(tmp_path / "p", result)  # another folder's write leaves o's leftovers alone
-    assert f".o.old-{dead.pid}-0123abcd" in _siblings(tmp_path / "o")
-    write_results(tmp_path / "o", Result([], {"n": 2}, {}, ""))
+    assert f".old-o-{dead.pid}" in _siblings(tmp_path / "o")
+    write_results(tmp_path / "o", Result([], {"n": 2}, {}, ""))  # restored, then replaced
     assert json.loads((tmp_path / "o" / "metrics.json").read_text()) == {"n": 2}
     assert _siblings(tmp_path / "o") == ["o", "p"]
 
@@ -451,11 +451,11 @@ def test_a_forced_sweep_replaces_a_checkpoint_only_once_its_new_results_are_comp
 
 # ------------------------------------------------------------------ names and the command line
 
-@pytest.mark.parametrize("name", ["a/b", "..", "../x", "", "-x", "a b", "x.y", "ｘ"])
+@pytest.mark.parametrize("name", ["a/b", "..", "../x", "", "-x", "a b"])
 def test_a_benchmark_name_must_be_a_safe_folder_name(name):
     benchmark = Benchmark(name=name, options=registry.get("qa").options, load=lambda d, o: d,
                           run=lambda *a: None)
-    with pytest.raises(BenchmarkError, match="must be letters, digits"):
+    with pytest.raises(BenchmarkError, match="must be a (single file or folder|non-empty) name"):
         registry.register(benchmark)
     assert name not in registry.names()
 

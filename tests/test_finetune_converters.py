@@ -134,3 +134,66 @@ def test_instruction_like_text_for_a_pretraining_curriculum(tmp_path, tokenizer_
     loader = PackedLoader(tmp_path / "data", seq_len=8, micro_batch=4, mixture=curriculum)
     assert loader.describe()["instructions"]["rows"] > 0
     assert next(loader)["input_ids"].shape == (4, 8)
+
+
+# ---------------------------------------------------------------- files that cannot be used
+
+def test_a_shift_jis_csv_is_an_error_naming_the_line_byte_and_fix(tmp_path):
+    import pytest
+
+    from tokenizer.corpus import CorpusError
+
+    path = tmp_path / "smdis.csv"
+    with open(path, "w", newline="", encoding="cp932") as f:  # what Excel writes on a Japanese Windows
+        w = csv.writer(f)
+        w.writerow(["tag", "question", "optionA", "optionB", "answer"])
+        w.writerow(["d", "発熱はありますか", "はい", "いいえ", "A"])
+    with pytest.raises(CorpusError) as info:
+        convert_jmed_llm([path])
+    message = str(info.value)
+    assert "smdis.csv line 2: not valid utf-8 (byte 0x94 at column 3, offset 39 in the file)" in message
+    assert "Shift_JIS (cp932)" in message and "re-save it as UTF-8" in message and "iconv -f cp932" in message
+
+
+def test_binary_empty_and_all_malformed_inputs_are_errors_with_the_reasons(tmp_path):
+    import pytest
+
+    from slm.finetune.converters import convert_mmlu
+    from tokenizer.corpus import CorpusError
+
+    binary = tmp_path / "medqa.jsonl"
+    binary.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))
+    with pytest.raises(CorpusError, match=r"medqa\.jsonl: looks binary \(NUL byte at offset 3\).*decompress"):
+        convert_medqa([binary])
+    empty = write_csv(tmp_path / "empty.csv", ["tag", "question", "optionA", "optionB", "answer"], [])
+    (tmp_path / "zero.csv").write_bytes(b"")
+    with pytest.raises(CorpusError, match=r"no usable JMED-LLM record in \S+empty\.csv, \S+zero\.csv: 1 skipped "
+                                          r"\(first: \S+zero\.csv: file is empty\)"):
+        convert_jmed_llm([empty, tmp_path / "zero.csv"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["{nope", {"question": "Q?", "options": ["x"], "answer_idx": "A"}])
+    with pytest.raises(CorpusError, match=r"no usable MedQA record in \S+bad\.jsonl: 2 skipped \(first: \S+bad\.jsonl "
+                                          r"line 1: not valid JSON.*; \S+bad\.jsonl line 2: options must be"):
+        convert_medqa([bad])
+    (tmp_path / "ori_pqal.json").write_text("[1, 2]")
+    with pytest.raises(CorpusError, match=r"no usable PubMedQA record .*not a JSON object of \{pmid: record\}"):
+        convert_pubmedqa(tmp_path / "ori_pqal.json")
+    (tmp_path / "anatomy_test.csv").write_bytes("骨は,a,b,c,d,A\n".encode("cp932"))
+    with pytest.raises(CorpusError, match=r"anatomy_test\.csv line 1: not valid utf-8"):
+        convert_mmlu([tmp_path / "anatomy_test.csv"])
+
+
+def test_cli_failures_end_in_one_error_line_and_exit_2(tmp_path, capsys):
+    import pytest
+
+    from tokenizer.corpus import CorpusError
+
+    path = tmp_path / "smdis.csv"
+    path.write_bytes("tag,question,optionA,optionB,answer\nd,発熱はありますか,はい,いいえ,A\n".encode("cp932"))
+    out = tmp_path / "x.jsonl"
+    for argv in (["--input", str(path)], ["--input", str(tmp_path / "missing.csv")]):
+        assert main(["--format", "jmed-llm", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+        assert not out.exists()
+    with pytest.raises(CorpusError, match=r"smdis\.csv line 2"):
+        main(["--format", "jmed-llm", "--input", str(path), "--out", str(out), "--debug"])

@@ -118,7 +118,7 @@ def test_save_replaces_a_tokenizer_folder_whole_and_refuses_other_folders(tok, t
     mixed = tmp_path / "model"
     mixed.mkdir()
     (mixed / "model.safetensors").write_bytes(b"weights")
-    with pytest.raises(FolderExistsError, match=r"model is not empty and holds files that are not a tokenizer's \(model\.safetensors\)"):
+    with pytest.raises(FolderExistsError, match=r"model is not empty and holds files that do not belong to a tokenizer \(model\.safetensors\)"):
         tok.save(mixed)
     assert _files(mixed) == {"model.safetensors": b"weights"}
 

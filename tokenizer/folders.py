@@ -124,7 +124,7 @@ class StagedFolder:
             foreign = [n for n in names if n not in self.owned]
             if foreign:
                 raise FolderExistsError(
-                    f"{dest} is not empty and holds files that are not {self.what}'s ({_shown(foreign)}): "
+                    f"{dest} is not empty and holds files that do not belong to {self.what} ({_shown(foreign)}): "
                     f"choose a new or empty folder", dest)
         if not self.replace:
             raise FolderExistsError(

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -43,7 +44,8 @@ from slm.data.dedup import without_whitespace
 from slm.data.document import Document, Stage
 from slm.data.filters import count_japanese
 from tokenizer.clean import normalize
-from tokenizer.corpus import CorpusError, read_jsonl_records
+from slm.data.readers import read_text, strict_jsonl_records
+from tokenizer.corpus import CorpusError
 
 
 class BenchmarkError(ConfigError):
@@ -55,7 +57,7 @@ def _igakuqa_texts(path: Path) -> list[str]:
     (`problem_text`, `choices`, ...); the _metadata and _translate files are not questions."""
     texts = []
     try:
-        records = list(read_jsonl_records(path, text_field=None))
+        records = list(strict_jsonl_records(path))  # UTF-8; another encoding names line, byte and fix
     except CorpusError as e:
         raise BenchmarkError(str(e)) from None
     for lineno, question in records:
@@ -72,7 +74,11 @@ _OPTION_COLUMN = re.compile(r"option[A-Z]")
 def _jmed_llm_texts(path: Path) -> list[str]:
     """Questions and non-empty options of a JMED-LLM CSV: `question` with optionA..optionF for the
     choice tasks, `tag, question, answer` for NER (whose answers are spans of the question)."""
-    with path.open(encoding="utf-8", newline="") as f:
+    try:
+        text = read_text(path)  # UTF-8 (a byte-order mark allowed); another encoding names line, byte and fix
+    except CorpusError as e:
+        raise BenchmarkError(str(e)) from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader, None)

@@ -33,7 +33,7 @@ from typing import Iterator, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from slm.config import Config, ConfigError
+from slm.config import Config, ConfigError, safe_name
 from slm.data.shards import TokenStream
 
 
@@ -79,6 +79,7 @@ class MixtureConfig(Config):
         if both:
             raise ConfigError(f"MixtureConfig: sources {sorted(both)} have both a weight and epochs; give one")
         for name, value in {**self.weights, **self.epochs}.items():
+            safe_name(name, "MixtureConfig: a source name")  # a folder of the prepared data
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"MixtureConfig: weight/epochs of {name!r} must be a non-negative number, got {value!r}")
         if self.curriculum and (self.weights or self.epochs):
@@ -87,6 +88,8 @@ class MixtureConfig(Config):
         for i, phase in enumerate(self.curriculum):
             if not isinstance(phase, dict) or not isinstance(phase.get("weights"), dict) or set(phase) - {"until_row", "weights"}:
                 raise ConfigError(f"MixtureConfig.curriculum[{i}] must be {{until_row: N, weights: {{source: w}}}}")
+            for name in phase["weights"]:
+                safe_name(name, f"MixtureConfig.curriculum[{i}]: a source name")
             until = phase.get("until_row")
             if until is None and i != len(self.curriculum) - 1:
                 raise ConfigError(f"MixtureConfig.curriculum[{i}] needs until_row (only the last phase may omit it)")

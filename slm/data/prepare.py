@@ -10,8 +10,17 @@ does not grow with the corpus (the dedup filters are fixed-size too).
 
 The output folder: `config.yaml` (resolved), `tokenizer/` (the one used),
 `<source>/shard-*.npy` + `manifest.json` per source, `report.json` and
-`summary.txt`. Rerunning into the same folder with the same config resumes:
-complete shards are kept, the rest rewritten, byte-identical to a clean run.
+`summary.txt`. Rerunning into the same folder with the same config (and the same
+tokenizer and input files) resumes: complete shards are kept, the rest rewritten,
+byte-identical to a clean run.
+
+A folder is never shared by two preparations: one that holds a preparation made
+with another config, tokenizer or inputs is refused, naming what differs, unless
+`--overwrite` (which says what it removes); a non-empty folder that holds no
+preparation is refused either way. The tokenizer, the config and the input files
+are checked before anything is written, so a failing start leaves the folder as it
+was. Everything but the shards (which are resumable) is written whole or not at
+all: files atomically, the tokenizer copy built beside and renamed.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import json
 import multiprocessing
 import os
 import resource
+import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -32,19 +42,20 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from slm.config import Config, ConfigError
+from slm.checkpoint import atomic_write
+from slm.config import Config, ConfigError, safe_name
 from slm.data.decontam import DecontamConfig, build_decontam
 from slm.data.dedup import DedupConfig, build_dedup
 from slm.data.document import Document, Stage
 from slm.data.filters import FilterConfig, build_filters
 from slm.lm import load_lm
 from slm.data.quality import QualityConfig, QualityFilter, train_quality_classifier
-from slm.data.readers import ReadErrors, SourceConfig, read_documents
+from slm.data.readers import ReadErrors, SourceConfig, check_source_encoding, read_documents
 from slm.data.shards import (DOCS_SUFFIX, TOKENS_FILE, shard_complete, shard_stem, token_dtype, write_manifest,
                              write_shard)
 from tokenizer.hf import load_tokenizer
 from tokenizer.clean import CleanConfig, clean
-from tokenizer.corpus import CorpusError, batched
+from tokenizer.corpus import CorpusError, batched, list_files
 
 
 @dataclasses.dataclass
@@ -191,18 +202,174 @@ def build_quality_stage(config: DataConfig, out: Path, clean_config: CleanConfig
     return _ForSources(stage, config.quality_sources)
 
 
-def _check_resumable(out: Path, resolved: dict) -> None:
-    """Resume only what the same config and the same tokenizer would write again."""
-    previous = out / "config.yaml"
+CONFIG_FILE, REPORT_FILE, SUMMARY_FILE, QUALITY_FILE = "config.yaml", "report.json", "summary.txt", "quality_classifier.npz"
+TOKENIZER_COPY = "tokenizer"
+OUTPUTS = (CONFIG_FILE, TOKENS_FILE, REPORT_FILE, SUMMARY_FILE, QUALITY_FILE, TOKENIZER_COPY)  # besides source folders
+NOT_OUTPUT_DEFINING = ("num_workers", "strict", "out")  # they do not change what is written
+TRASH_PREFIX = ".preparation.old-"  # what --overwrite is removing
 
-    def output_defining(config: dict) -> dict:  # worker count, strictness and the folder do not change shards
-        return {k: v for k, v in config.items() if k not in ("num_workers", "strict", "out")}
 
-    if previous.is_file() and output_defining(yaml.safe_load(previous.read_text(encoding="utf-8"))) != output_defining(resolved):
-        raise ConfigError(
-            f"{out} holds a preparation made with a different config or tokenizer ({previous}); "
-            "use another --out, or delete the folder to start over"
-        )
+def _output_defining(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_OUTPUT_DEFINING}
+
+
+def _short(value) -> str:
+    text = "(absent)" if value is _ABSENT else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_ABSENT = object()
+
+
+def differences(previous: dict, current: dict, prefix: str = "") -> list[str]:
+    """What differs between two resolved configs, as dotted fields (sources by name), `was -> now`."""
+    found = []
+    for key in [*previous, *(k for k in current if k not in previous)]:
+        was, now = previous.get(key, _ABSENT), current.get(key, _ABSENT)
+        where = f"{prefix}{key}"
+        if was == now:
+            continue
+        if key == "inputs" and not prefix and isinstance(was, dict) and isinstance(now, dict):
+            for name in (n for n in was if n in now and was[n] != now[n]):  # new or gone sources: see sources
+                a, b = was[name], now[name]
+                found.append(f"the input files of source {name!r} changed: {a.get('files')} files, "
+                             f"{a.get('bytes')} bytes -> {b.get('files')} files, {b.get('bytes')} bytes"
+                             + (" (same count and size: a file was modified, renamed or moved)"
+                                if (a.get("files"), a.get("bytes")) == (b.get("files"), b.get("bytes")) else ""))
+        elif isinstance(was, dict) and isinstance(now, dict):
+            found += differences(was, now, where + ".")
+        elif (key == "sources" and isinstance(was, list) and isinstance(now, list)
+              and all(isinstance(s, dict) and "name" in s for s in [*was, *now])):
+            old, new = {s["name"]: s for s in was}, {s["name"]: s for s in now}
+            if [n for n in old if n in new] != [n for n in new if n in old]:
+                found.append(f"{where}: order {list(old)} -> {list(new)}")
+            found += [f"{where}: {n!r} only in the folder's preparation" for n in old if n not in new]
+            found += [f"{where}: {n!r} is new" for n in new if n not in old]
+            for name in (n for n in old if n in new):
+                found += differences(old[name], new[name], f"{where}[{name}].")
+        elif key == "tokenizer_sha256" and not prefix:
+            found.append("the tokenizer's files differ (tokenizer_sha256)")
+        else:
+            found.append(f"{where}: {_short(was)} -> {_short(now)}")
+    return found
+
+
+def input_fingerprints(config: DataConfig) -> dict[str, dict]:
+    """Per source: how many input files, their bytes, and a digest of their names, sizes and
+    modification times; a preparation resumes only over the same inputs."""
+    fingerprints = {}
+    for source in config.sources:
+        try:
+            files = list_files(source.paths)
+        except CorpusError as e:
+            raise CorpusError(f"source {source.name!r}: {e}") from None
+        digest, total = hashlib.sha256(), 0
+        for path in files:
+            st = path.stat()
+            total += st.st_size
+            digest.update(f"{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        fingerprints[source.name] = {"files": len(files), "bytes": total, "sha256": digest.hexdigest()}
+    return fingerprints
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_inputs_outside(config: DataConfig, out: Path) -> None:
+    """The output folder holds no input: overwriting or resuming there would change the inputs."""
+    if _inside(Path(config.tokenizer), out):
+        raise ConfigError(f"DataConfig.tokenizer {config.tokenizer} is inside the output folder {out}; "
+                          "use the tokenizer's own folder, or another --out")
+    for source in config.sources:
+        for item in source.paths:
+            if _inside(Path(item), out) or _inside(out, Path(item)):
+                raise ConfigError(f"source {source.name!r}: input {item} and the output folder {out} overlap; "
+                                  "write the preparation somewhere else (--out)")
+
+
+def _previous_outputs(out: Path, previous: dict) -> list[Path]:
+    """What a preparation wrote into `out`, going by its config: only names that are ours."""
+    names = [s.get("name") for s in previous.get("sources", []) if isinstance(s, dict)]
+    sources = []
+    for name in names:
+        try:
+            sources.append(safe_name(name, "source name"))
+        except ConfigError:  # never follow a name out of the folder, whatever the file says
+            continue
+    leftovers = [p for p in out.iterdir() if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name)]
+    return [p for p in (*(out / n for n in sources), *(out / n for n in OUTPUTS)) if p.exists() or p.is_symlink()] + leftovers
+
+
+def claim_folder(out: Path, resolved: dict, overwrite: bool = False, log=print) -> str:
+    """Make sure preparing `resolved` into `out` mixes with no other preparation; returns "fresh",
+    "resume" or "overwrite". Raises ConfigError naming the folder and what differs; with
+    `overwrite`, first removes the preparation that is there (and says what it removes)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"DataConfig.out {out} is a file, not a folder")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if all(e.startswith(TRASH_PREFIX) for e in entries):  # nothing, or what a killed --overwrite left
+        for e in entries:
+            shutil.rmtree(out / e)
+        return "fresh"
+    previous_file = out / CONFIG_FILE
+    if not previous_file.is_file():
+        shown = ", ".join(entries[:8]) + (f", ... ({len(entries)} entries)" if len(entries) > 8 else "")
+        raise ConfigError(f"{out} is not empty ({shown}) and holds no preparation (no {CONFIG_FILE}); preparing into "
+                          "it would mix the shards with what is there: use an empty or new folder (--out)")
+    try:
+        previous = yaml.safe_load(previous_file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{previous_file}: cannot read the folder's preparation config: {e}") from None
+    if not isinstance(previous, dict):
+        raise ConfigError(f"{previous_file}: not a preparation config (a mapping of fields)")
+    if "inputs" not in previous:  # written before inputs were recorded: compare the rest
+        resolved = {k: v for k, v in resolved.items() if k != "inputs"}
+    diffs = differences(_output_defining(previous), _output_defining(resolved))
+    if not diffs and not overwrite:
+        return "resume"
+    if not overwrite:
+        raise ConfigError(f"{out} holds a preparation made with a different config or tokenizer ({previous_file}): "
+                          + "; ".join(diffs[:10]) + (f"; and {len(diffs) - 10} more" if len(diffs) > 10 else "")
+                          + ". Use another --out, or --overwrite to replace that preparation")
+    removing = _previous_outputs(out, previous)
+    new_sources = {s["name"] for s in resolved["sources"]}
+    foreign = [n for n in entries if n in new_sources and out / n not in removing]
+    if foreign:
+        raise ConfigError(f"{out} holds {foreign}, not written by its preparation ({previous_file}), where this one "
+                          "would write its sources; --overwrite removes only a preparation's own files: move them away")
+    why = "; ".join(diffs[:5]) if diffs else "the same config: preparing again from scratch"
+    log(f"--overwrite: removing the preparation in {out} ({why}): "
+        + ", ".join(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in removing))
+    # Each entry renamed away whole, the config last: a kill midway leaves the old preparation with
+    # whole sources missing (resumable as it was, or replaced by another --overwrite), never a source
+    # folder with half its shards; the trash folder goes with the next run.
+    trash = out / f"{TRASH_PREFIX}{os.getpid()}"
+    trash.mkdir()
+    for path in [*(p for p in removing if p != previous_file), previous_file]:
+        os.replace(path, trash / path.name)
+    shutil.rmtree(trash)
+    return "overwrite"
+
+
+def _replace_folder(target: Path, build) -> None:
+    """`build(folder)` into a folder beside `target`, then renamed into its place."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _tokenizer_digest(directory: Path) -> str:
@@ -213,29 +380,41 @@ def _tokenizer_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare(config: DataConfig, progress: bool = True) -> dict:
-    """Run the pipeline; returns the report (also written to `<out>/report.json` and `summary.txt`)."""
+def prepare(config: DataConfig, progress: bool = True, overwrite: bool = False) -> dict:
+    """Run the pipeline; returns the report (also written to `<out>/report.json` and `summary.txt`).
+
+    `overwrite`: replace a preparation of another config that `config.out` holds (else an error)."""
     start = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {**config.to_dict(), "tokenizer_sha256": _tokenizer_digest(Path(config.tokenizer))}
-    _check_resumable(out, resolved)
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    for stale in out.glob("*/.shard-*.tmp-*"):  # half-written files of an interrupted run
-        stale.unlink()
-
+    # Everything that can fail on the config is tried before the folder is touched.
     tok = load_tokenizer(config.tokenizer)
-    tok.save(out / "tokenizer")
-    # What training needs of the tokenizer, readable without it (slm.train imports no tokenizer stack).
-    tokens = {"vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id}
-    (out / TOKENS_FILE).write_text(json.dumps(tokens) + "\n")
+    resolved = {**config.to_dict(), "tokenizer_sha256": _tokenizer_digest(Path(config.tokenizer)),
+                "inputs": input_fingerprints(config)}
     # The corpus is cleaned with the tokenizer's own settings unless the data config says otherwise.
     clean_config = CleanConfig.from_dict(config.clean) if config.clean else tok.clean_config
-    quality = build_quality_stage(config, out, clean_config, progress) if config.quality.enabled else None
-    stages = build_stages(config, clean_config, quality)
+    stages = build_stages(config, clean_config)  # reads the decontamination benchmarks
+    for source in config.sources:
+        check_source_encoding(source)
+    _check_inputs_outside(config, out)
+    claim_folder(out, resolved, overwrite, log=lambda m: print(m, file=sys.stderr))
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    # half-written files and folders of an interrupted run (the folder is this preparation's now)
+    for stale in [*out.glob(".*.tmp-*"), *out.glob(".*.old-*"),
+                  *(p for s in config.sources for p in (out / s.name).glob(".*.tmp*"))]:
+        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    _replace_folder(out / TOKENIZER_COPY, tok.save)
+    # What training needs of the tokenizer, readable without it (slm.train imports no tokenizer stack).
+    tokens = {"vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id}
+    _write_text(out / TOKENS_FILE, json.dumps(tokens) + "\n")
+    if config.quality.enabled:  # before sentence dedup, which must see survivors only (build_stages)
+        quality = build_quality_stage(config, out, clean_config, progress)
+        at = next((i for i, s in enumerate(stages) if s.name == "sentence_dedup"), len(stages))
+        stages.insert(at, quality)
     errors = ReadErrors(strict=config.strict)
     num_workers = config.num_workers or os.cpu_count() or 1
-    writer = _ShardWriter(out / "tokenizer", num_workers, token_dtype(tok.vocab_size), progress)
+    writer = _ShardWriter(out / TOKENIZER_COPY, num_workers, token_dtype(tok.vocab_size), progress)
     per_source: dict[str, Counter] = {}
     cleaning_changes: Counter = Counter()
     try:
@@ -245,7 +424,7 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
             directory.mkdir(exist_ok=True)
             buffer: list[str] = []
             n_shards = 0
-            errors_before = errors.total
+            errors_before, examples_before = errors.total, len(errors.examples)
             documents = tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress)
             for batch in batched(documents, BATCH):
                 counts["read"] += len(batch)
@@ -255,6 +434,11 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
                     if len(buffer) == config.docs_per_shard:
                         writer.submit(source.name, shard_stem(directory, n_shards), buffer)
                         buffer, n_shards = [], n_shards + 1
+            if not counts["read"]:
+                bad = errors.total - errors_before
+                shown = errors.examples[examples_before : examples_before + 1]
+                raise CorpusError(f"source {source.name!r} gave no document ({', '.join(source.paths)}): {bad} bad "
+                                  "input line(s) or file(s)" + (f", the first: {shown[0]}" if shown else ""))
             if buffer:
                 writer.submit(source.name, shard_stem(directory, n_shards), buffer)
                 n_shards += 1
@@ -267,8 +451,8 @@ def prepare(config: DataConfig, progress: bool = True) -> dict:
 
     elapsed = time.perf_counter() - start
     report = _report(config, per_source, writer, errors, cleaning_changes, stages, elapsed, num_workers)
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "summary.txt").write_text(summary_table(report), encoding="utf-8")
+    _write_text(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    _write_text(out / SUMMARY_FILE, summary_table(report))
     return report
 
 
@@ -339,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="a YAML data config (configs/data/*.yaml)")
     p.add_argument("--out", help="output folder (overrides the config's)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a preparation of another config that the output folder holds")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     args, overrides = p.parse_known_args(argv)
     try:
         config = DataConfig.load(args.config, overrides)
@@ -346,8 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             config = config.replace(out=args.out)
         if args.strict:
             config = config.replace(strict=True)
-        report = prepare(config)
-    except (ConfigError, CorpusError, FileNotFoundError) as e:
+        report = prepare(config, overwrite=args.overwrite)
+    except (ConfigError, CorpusError, OSError) as e:  # OSError: FileNotFoundError, permissions, a full disk
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary_table(report), end="")

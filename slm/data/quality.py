@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import random
 import re
@@ -34,7 +35,8 @@ from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
 from slm.data.document import Document
 from slm.lm import LocalLM
-from tokenizer.corpus import CorpusError, read_jsonl_records
+from slm.data.readers import read_text, strict_jsonl_records
+from tokenizer.corpus import CorpusError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +149,7 @@ def labels_from_file(path: str | Path) -> FileLabels:
     with text or id, and label). A label is 1/0, 高/低 or high/low. Errors name file and line."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        rows = read_jsonl_records(path, text_field=None)
+        rows = strict_jsonl_records(path)
     elif path.suffix == ".csv":
         rows = _csv_rows(path)
     else:
@@ -174,7 +176,8 @@ def labels_from_file(path: str | Path) -> FileLabels:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a byte-order mark
+    # UTF-8, a byte-order mark allowed (spreadsheets write one); another encoding names line, byte and fix
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "label" not in reader.fieldnames:
             raise CorpusError(f"{path} line 1: the header needs a 'label' column and a 'text' or 'id' column", path)

@@ -36,10 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import secrets
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +46,7 @@ from tqdm import tqdm
 
 from slm.config import Config
 from slm.lm import LocalLM, Prompt, load_lm
+from tokenizer.folders import FolderExistsError, StagedFolder
 
 Method = Literal["generate", "loglik"]
 PROBLEMS = {"unparsed": "no readable answer", "not_answered": "prompt too long for the model",
@@ -337,95 +335,32 @@ REPLACEABLE = (*RESULT_FILES, HEADLINE_FILE)  # what a results folder may hold, 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-def safe_name(name: str) -> bool:
-    """A name that is one folder: letters, digits, '-' and '_' (no '/', no '..', no leading '-')."""
-    return isinstance(name, str) and bool(_NAME.match(name))
-
-
-def existing_results(out_dir: str | Path) -> list[str]:
-    """The result files `out_dir` holds (none: it is free). A file in its place, or a folder
-    holding anything but results, is an OutputError: results are never written over it."""
-    out = Path(out_dir)
-    if not out.exists():
-        return []
-    if not out.is_dir():
-        raise OutputError(f"{out}: a file, not a folder for results")
-    names = sorted(p.name for p in out.iterdir())
-    other = [n for n in names if n not in REPLACEABLE]
-    if other:
-        raise OutputError(f"{out} holds files that are not evaluation results ({', '.join(other[:5])}"
-                          f"{', ...' if len(other) > 5 else ''}): results go into a folder of their own; choose another out")
-    return [n for n in names if n in RESULT_FILES]
+def _staged(out_dir: str | Path, overwrite: bool) -> StagedFolder:
+    """The results folder, to be built beside `out_dir` and moved into place (tokenizer.folders):
+    results there are replaced only with `overwrite`, a folder holding anything else never."""
+    try:
+        return StagedFolder(out_dir, replace=overwrite, owned=REPLACEABLE, what="results", option="--overwrite")
+    except FolderExistsError as e:
+        raise OutputError(str(e)) from None
 
 
 def check_out(out_dir: str | Path, overwrite: bool) -> bool:
-    """Whether the results to be written to `out_dir` replace others (True only with `overwrite`):
-    an OutputError when it holds results and `overwrite` is False. Called before any model work."""
-    held = existing_results(out_dir)
-    if held and not overwrite:
-        raise OutputError(f"{out_dir} already holds results ({', '.join(held)}): pass --overwrite to replace them "
-                          f"(once the new ones are complete), or choose another --out")
-    return bool(held)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _leftovers(out: Path) -> None:
-    """Temporary siblings of `out` left by a killed writer: unfinished folders are removed; old
-    results moved aside but not yet replaced go back into place."""
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(tmp|old)-(\d+)-[0-9a-f]{{8}}$")
-    for stale in sorted(out.parent.iterdir()):
-        match = pattern.match(stale.name)
-        if not match or _alive(int(match.group(2))):
-            continue
-        if match.group(1) == "old" and not out.exists():
-            os.replace(stale, out)
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
+    """Whether the results to be written to `out_dir` replace others: an OutputError when it holds
+    results and `overwrite` is False, or holds anything else. Called before any model work."""
+    return _staged(out_dir, overwrite).check()
 
 
 def write_results(out_dir: str | Path, result: Result, overwrite: bool = True) -> Path:
     """predictions.jsonl, metrics.json and table.md in `out_dir`, written into a temporary folder
-    beside it and moved into place when complete: old results there are replaced only then (and
-    only with `overwrite`; without it they are an OutputError), a folder holding anything else
-    is never written into, and an error or a kill part way leaves `out_dir` as it was."""
-    out = Path(out_dir)
-    if out.name in ("", ".", ".."):
+    beside it and moved into place when complete: an error or a kill part way leaves `out_dir`
+    as it was (leftovers are cleaned by the next write)."""
+    if Path(out_dir).name in ("", ".", ".."):
         raise OutputError(f"{out_dir}: name a folder for the results")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _leftovers(out)
-    check_out(out, overwrite)
     files = {"predictions.jsonl": "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.rows),
              "metrics.json": json.dumps(result.metrics, indent=2, ensure_ascii=False) + "\n",
              "table.md": result.table}
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
+    staged = _staged(out_dir, overwrite)
+    with staged as tmp:
         for name, text in files.items():
-            with open(tmp / name, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+            (tmp / name).write_text(text, encoding="utf-8")
+    return staged.dest

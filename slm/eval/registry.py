@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slm.config import Config
+from slm.config import Config, ConfigError, safe_name
 from slm.eval import igakuqa, igakuqa2025, jmed_llm, mcqa, perplexity, qa
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, safe_name, write_results
+from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, write_results
 from slm.lm import LocalLM
 
 _BUILTIN = (
@@ -35,10 +35,11 @@ _REGISTRY: dict[str, Benchmark] = {}
 
 def register(benchmark: Benchmark) -> Benchmark:
     """Add a benchmark. Its name is a subcommand and a folder of evaluation outputs, so it is one
-    safe folder name: letters, digits, '-' and '_' (no '/', no '..')."""
-    if not safe_name(benchmark.name):
-        raise BenchmarkError(f"a benchmark's name must be letters, digits, '-' and '_' (a folder name), "
-                             f"starting with a letter or digit: not {benchmark.name!r}")
+    safe folder name (slm.config.safe_name)."""
+    try:
+        safe_name(benchmark.name, "a benchmark's name")
+    except ConfigError as e:
+        raise BenchmarkError(str(e)) from None
     if benchmark.name in _REGISTRY:
         raise ValueError(f"a benchmark named {benchmark.name!r} is already registered")
     _REGISTRY[benchmark.name] = benchmark

@@ -9,6 +9,13 @@ accepts and counts what it cannot use.
 JMED-LLM and IgakuQA use the benchmarks' own system prompts and question formats,
 so training looks exactly like evaluation. `jmed_llm_split` keeps out every pool
 row that shares a document with an evaluation row, across all tasks.
+
+Files are UTF-8 (a byte-order mark is allowed). A file that is not (a Shift_JIS
+CSV saved by a spreadsheet, say) or is not text at all raises a CorpusError naming
+the file, the line and byte where decoding failed, and the fix; so does a converter
+that finds no usable record in its files, with the count and the first reasons.
+The command line ends any such failure with one `error: ...` line and status 2
+(`--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -16,11 +23,19 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import io
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokenizer.corpus import read_jsonl_records
+from slm.checkpoint import atomic_write
+from slm.config import ConfigError
+from slm.data.readers import UndecodableError, jsonl_records, read_text, utf8_fix
+from slm.finetune.instructions import ENCODING, nothing_usable
+from tokenizer.corpus import CorpusError
+
+BINARY_FIX = "the converters read UTF-8 CSV, JSONL or JSON files (a compressed file? decompress it first)"
 
 LETTERS = "ABCDEFGH"
 
@@ -42,19 +57,58 @@ class Converted:
                                    {"role": "assistant", "content": answer}])
 
 
-def _rows_csv(path: Path):
-    """(the line a row starts on, the row): quoted cells span lines, so line_num alone is the end."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        start = 2
+def _skip_or_raise(out: Converted):
+    """The reader's error callback: a file that does not decode raises, a bad record is listed."""
+    def on_error(error: CorpusError) -> None:
+        if isinstance(error, UndecodableError):
+            raise error
+        out.skipped.append(str(error))
+    return on_error
+
+
+def _text(path: Path, out: Converted) -> str | None:
+    """A whole (small) file as UTF-8 text, with its line ends as they are; None for an empty file
+    (listed as skipped). Not UTF-8, or binary: UndecodableError naming line and byte."""
+    try:
+        return read_text(path, ENCODING, utf8_fix, BINARY_FIX)
+    except UndecodableError:
+        raise
+    except CorpusError as e:
+        if not path.is_file():
+            raise
+        out.skipped.append(str(e))  # empty
+        return None
+
+
+def _csv(path: Path, out: Converted, header: bool = True):
+    """(the line a row starts on, the row) of a CSV file: quoted cells span lines, so line_num alone
+    is the end. Rows are dicts by the header, or lists without one."""
+    text = _text(path, out)
+    if text is None:
+        return
+    f = io.StringIO(text, newline="")
+    reader = csv.DictReader(f) if header else csv.reader(f)
+    start = 2 if header else 1
+    try:
         for row in reader:
             yield start, row
             start = reader.line_num + 1
+    except csv.Error as e:
+        raise CorpusError(f"{path} line {reader.line_num}: malformed CSV ({e})", path) from None
 
 
 def _rows_jsonl(path: Path, out: Converted):
     """(line, object); bad lines are skipped and listed with their reason."""
-    return read_jsonl_records(path, text_field=None, on_error=lambda e: out.skipped.append(str(e)))
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file", path)
+    return jsonl_records(path, None, ENCODING, _skip_or_raise(out), utf8_fix, BINARY_FIX)
+
+
+def _checked(out: Converted, paths: list[Path], what: str) -> Converted:
+    """`out`, unless it holds no conversation: then a CorpusError with the files and the reasons."""
+    if not out.conversations:
+        raise nothing_usable(paths, f"{what} record", len(out.skipped), out.skipped)
+    return out
 
 
 def jmed_llm_user(row: dict) -> tuple[str, str]:
@@ -69,9 +123,9 @@ def jmed_llm_user(row: dict) -> tuple[str, str]:
 def convert_jmed_llm(paths: list[str | Path]) -> Converted:
     """JMED-LLM CSVs: choice tasks (question, optionA..F, answer letter) and NER tasks
     (tag, question, answer as a Python list literal)."""
-    out = Converted()
-    for path in map(Path, paths):
-        for number, row in _rows_csv(path):
+    out, paths = Converted(), [Path(p) for p in paths]
+    for path in paths:
+        for number, row in _csv(path, out):
             where = f"{path} line {number}"
             if not (row.get("question") or "").strip():
                 out.skipped.append(f"{where}: empty question")
@@ -90,7 +144,7 @@ def convert_jmed_llm(paths: list[str | Path]) -> Converted:
                 out.skipped.append(f"{where}: answer {answer!r} is not one of the row's options")
                 continue
             out.add(system, user, answer)
-    return out
+    return _checked(out, paths, "JMED-LLM")
 
 
 def jmed_llm_split(pool: Converted, evaluation: Converted, ngram: int = 50) -> tuple[Converted, int]:
@@ -117,8 +171,8 @@ def jmed_llm_split(pool: Converted, evaluation: Converted, ngram: int = 50) -> t
 
 def convert_igakuqa(paths: list[str | Path]) -> Converted:
     """IgakuQA JSONL (problem_id, problem_text, choices, answer): the published baseline prompt."""
-    out = Converted()
-    for path in map(Path, paths):
+    out, paths = Converted(), [Path(p) for p in paths]
+    for path in paths:
         for number, r in _rows_jsonl(path, out):
             where = f"{path} line {number}"
             text, choices, answer = r.get("problem_text"), r.get("choices"), r.get("answer")
@@ -133,7 +187,7 @@ def convert_igakuqa(paths: list[str | Path]) -> Converted:
             if choices:
                 lines.append(f"必ず{','.join(letters)}の中からちょうど{len(answer)}個選んでください。")
             out.add(IGAKU_SYSTEM, "\n".join(lines) + "\n答え:", ",".join(answer))
-    return out
+    return _checked(out, paths, "IgakuQA")
 
 
 def _options(raw) -> list[str] | None:
@@ -167,19 +221,19 @@ def _mcq(out: Converted, where: str, question, options, answer) -> None:
 
 def convert_medqa(paths: list[str | Path]) -> Converted:
     """MedQA (USMLE) JSONL: question, options (dict or list, 4 or 5), answer_idx (letter) or answer (text)."""
-    out = Converted()
-    for path in map(Path, paths):
+    out, paths = Converted(), [Path(p) for p in paths]
+    for path in paths:
         for number, r in _rows_jsonl(path, out):
             _mcq(out, f"{path} line {number}", r.get("question"), _options(r.get("options")),
                  r.get("answer_idx") or r.get("answer"))
-    return out
+    return _checked(out, paths, "MedQA")
 
 
 def convert_medmcqa(paths: list[str | Path], cop_base: int = 1) -> Converted:
     """MedMCQA JSONL: question, opa..opd, cop (the correct option's number: 1-4 in the original
     release, 0-3 in some re-packagings; say which with cop_base)."""
-    out = Converted()
-    for path in map(Path, paths):
+    out, paths = Converted(), [Path(p) for p in paths]
+    for path in paths:
         for number, r in _rows_jsonl(path, out):
             options = [r.get(k) for k in ("opa", "opb", "opc", "opd")]
             cop = r.get("cop")
@@ -187,7 +241,7 @@ def convert_medmcqa(paths: list[str | Path], cop_base: int = 1) -> Converted:
             letter = LETTERS[cop - cop_base] if valid else None
             _mcq(out, f"{path} line {number}", r.get("question"),
                  options if all(isinstance(o, str) and o.strip() for o in options) else None, letter or repr(cop))
-    return out
+    return _checked(out, paths, "MedMCQA")
 
 
 MMLU_MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
@@ -197,31 +251,33 @@ MMLU_MEDICAL = ("anatomy", "clinical_knowledge", "college_biology", "college_med
 def convert_mmlu(paths: list[str | Path], subjects: tuple[str, ...] = MMLU_MEDICAL) -> Converted:
     """MMLU CSVs as published (data/<split>/<subject>_<split>.csv, no header: question, A, B, C, D,
     answer letter), the medical subjects only by default; other files are skipped and listed."""
-    out = Converted()
-    for path in map(Path, paths):
+    out, paths = Converted(), [Path(p) for p in paths]
+    for path in paths:
         subject = path.stem.rsplit("_", 1)[0]
         if subject not in subjects:
             out.skipped.append(f"{path}: subject {subject!r} is not one of {list(subjects)}")
             continue
-        with open(path, newline="", encoding="utf-8") as f:
-            for number, row in enumerate(csv.reader(f), 1):
-                where = f"{path} line {number}"
-                if len(row) != 6:
-                    out.skipped.append(f"{where}: {len(row)} cells, MMLU rows have 6 (question, A-D, answer)")
-                    continue
-                _mcq(out, where, row[0], row[1:5], row[5])
-    return out
+        for number, row in _csv(path, out, header=False):
+            where = f"{path} line {number}"
+            if len(row) != 6:
+                out.skipped.append(f"{where}: {len(row)} cells, MMLU rows have 6 (question, A-D, answer)")
+                continue
+            _mcq(out, where, row[0], row[1:5], row[5])
+    return _checked(out, paths, "MMLU")
 
 
 def convert_pubmedqa(path: str | Path) -> Converted:
     """PubMedQA (ori_pqal.json: {pmid: {QUESTION, CONTEXTS, final_decision}}): yes / no / maybe."""
     out = Converted()
     path = Path(path)
+    text = _text(path, out)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text) if text is not None else None
     except json.JSONDecodeError as e:
-        out.skipped.append(f"{path}: not valid JSON ({e.msg})")
-        return out
+        out.skipped.append(f"{path} line {e.lineno}: not valid JSON ({e.msg})")
+        return _checked(out, [path], "PubMedQA")
+    if text is not None and not isinstance(data, dict):
+        out.skipped.append(f"{path}: not a JSON object of {{pmid: record}}")
     for pmid, r in (data.items() if isinstance(data, dict) else []):
         where = f"{path} record {pmid}"
         if not isinstance(r, dict) or r.get("final_decision") not in ("yes", "no", "maybe"):
@@ -234,7 +290,7 @@ def convert_pubmedqa(path: str | Path) -> Converted:
         user = ("Context: " + " ".join(map(str, contexts)) + f"\nQuestion: {r['QUESTION']}\nAnswer yes, no or maybe.\n"
                 "Answer:")
         out.add("Answer the biomedical research question from the context.", user, r["final_decision"])
-    return out
+    return _checked(out, [path], "PubMedQA")
 
 
 def as_text(conversation: list[dict]) -> str:
@@ -254,10 +310,14 @@ def write_jsonl(conversations: list[list[dict]], path: str | Path, text: bool = 
     (the corpus pipeline, for instruction-like pretraining data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for conv in conversations:
-            record = {"text": as_text(conv)} if text else {"messages": conv}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def write(tmp: Path) -> None:  # the file appears only when whole
+        with open(tmp, "w", encoding="utf-8") as f:
+            for conv in conversations:
+                record = {"text": as_text(conv)} if text else {"messages": conv}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    atomic_write(path, write)
     return len(conversations)
 
 
@@ -273,12 +333,22 @@ def main(argv=None) -> int:
     p.add_argument("--exclude", nargs="*", default=[], help="JMED-LLM evaluation CSVs whose documents stay out")
     p.add_argument("--out", required=True)
     p.add_argument("--as-text", action="store_true", help="write {'text'} documents for the corpus pipeline")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     args = p.parse_args(argv)
-    converted = convert_pubmedqa(args.input[0]) if args.format == "pubmedqa" else CONVERTERS[args.format](args.input)
-    removed = 0
-    if args.exclude:
-        converted, removed = jmed_llm_split(converted, convert_jmed_llm(args.exclude))
-    n = write_jsonl(converted.conversations, args.out, text=args.as_text)
+    try:
+        if args.format == "pubmedqa" and len(args.input) > 1:
+            raise ConfigError("--format pubmedqa reads one file (ori_pqal.json); "
+                              f"got {len(args.input)}: {' '.join(args.input)}")
+        converted = convert_pubmedqa(args.input[0]) if args.format == "pubmedqa" else CONVERTERS[args.format](args.input)
+        removed = 0
+        if args.exclude:
+            converted, removed = jmed_llm_split(converted, convert_jmed_llm(args.exclude))
+        n = write_jsonl(converted.conversations, args.out, text=args.as_text)
+    except (CorpusError, ConfigError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{n} conversations written to {args.out}; {removed} removed as sharing a document with the "
           f"evaluation sets; {len(converted.skipped)} records skipped" + "".join(f"\n  {s}" for s in converted.skipped[:20]))
     return 0

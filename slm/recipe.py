@@ -26,6 +26,7 @@ from slm.eval import registry
 from slm.eval.harness import BenchmarkError, Context
 from slm.finetune.trainer import FinetuneConfig, finetune
 from slm.lm import load_lm
+from slm.train import cli
 from slm.train.config import TrainConfig
 from slm.train.trainer import train
 
@@ -89,21 +90,26 @@ class RecipeConfig(Config):
                                         source=f"recipe {self.name}: finetune")
 
 
-def run(config: RecipeConfig, device: str | None = None) -> dict:
-    """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`."""
+def run(config: RecipeConfig, device: str | None = None, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train what the recipe trains, evaluate base and result; results.json and table.md in `out`.
+    An `out` holding an earlier run of a recipe is refused unless `resume` continues its training
+    or `overwrite` moves it aside."""
     tasks = [step.task() for step in config.evaluate]  # every benchmark's data checked before any training
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(config.out)
+    aside = runs.claim(out, resume=resume, overwrite=overwrite)
+    if aside:
+        print(f"--overwrite: moved the recipe run that was in {out} aside to {aside}")
     models = {"base": config.base} if config.evaluate_base else {}
     current = config.base
     if config.pretrain is not None:
         pretrain = config.pretrain_config()
-        train(pretrain)
+        train(pretrain, resume=resume)
         current = str(runs.latest_checkpoint(runs.checkpoints_dir(pretrain.out)))
         models["pretrained"] = current
     if config.finetune is not None:
         tuning = config.finetune_config(current)
-        result = finetune(tuning)
+        result = finetune(tuning, resume=resume)
         if "final" in result:  # staged: the last stage's result
             current = result["final"]
         else:  # the checkpoint judged best by its answers (a LoRA one is put on its base when loaded)
@@ -140,15 +146,18 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="configs/recipes/*.yaml")
     p.add_argument("--base", help="the local model folder to start from (overrides the config's base)")
     p.add_argument("--device", help="evaluation device, default cuda when available (training follows the trainer's)")
+    p.add_argument("--resume", action="store_true", help="continue the training steps of a recipe run in out/")
+    p.add_argument("--overwrite", action="store_true", help="move a recipe run in out/ aside and start afresh")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     args, overrides = p.parse_known_args(argv)
     if args.base:
         overrides += ["--base", args.base]
-    try:
-        run(RecipeConfig.load(args.config, overrides), args.device)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> int:
+        run(RecipeConfig.load(args.config, overrides), args.device, resume=args.resume, overwrite=args.overwrite)
+        return 0
+
+    return cli.run(body, argv, errors=(BenchmarkError,))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ def test_staged_recipe_trains_on_the_answers(slm_dir, data_dir, fixtures, tmp_pa
     run(RecipeConfig.from_dict(tiny(published, slm_dir, data_dir, fixtures, tmp_path / "out")))
     stages = [json.loads(line) for line in (tmp_path / "out" / "finetune" / "stages.jsonl").read_text().splitlines()]
     assert len(stages) == 3 and all(s["final_eval_loss"] > 0 for s in stages)  # the answers fit in the rows: there is a loss
+    from slm.runs import RunExistsError
+
+    with pytest.raises(RunExistsError, match="already holds a run"):  # a second run never mixes into the first
+        run(RecipeConfig.from_dict(tiny(published, slm_dir, data_dir, fixtures, tmp_path / "out")))
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,9 +31,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from slm.checkpoint import atomic_write
+from slm.checkpoint import CheckpointError, atomic_write
+from slm.config import ConfigError
 from slm.data.document import Document
 from slm.lm import LocalLM, load_lm
+from tokenizer.corpus import CorpusError
 
 SOURCE = "synthetic_textbooks"
 TOPICS_DIR = Path(__file__).resolve().parent / "topics"
@@ -168,7 +171,17 @@ def write_jsonl(docs: Iterable[Document], path: str | Path) -> int:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _write_textbooks(args) -> tuple[int, Counter]:
+    topics = {kind: list(islice(ts, args.max_topics)) for kind, ts in default_topics(args.kinds).items()}
+    lm = load_lm(args.model, device=args.device)
+    stats: Counter = Counter()
+    docs = generate_textbooks(lm, topics, per_topic_cap=args.per_topic, samples=args.samples, seed=args.seed,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              batch_size=args.batch_size, stats=stats, progress=True)
+    return write_jsonl(docs, args.out), stats
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="local model folder (ours or a transformers causal LM)")
     parser.add_argument("--out", required=True, type=Path, help="JSONL file to write")
@@ -182,18 +195,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     args = parser.parse_args(argv)
-
-    topics = {kind: list(islice(ts, args.max_topics)) for kind, ts in default_topics(args.kinds).items()}
-    lm = load_lm(args.model, device=args.device)
-    stats: Counter = Counter()
-    docs = generate_textbooks(lm, topics, per_topic_cap=args.per_topic, samples=args.samples, seed=args.seed,
-                              max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                              batch_size=args.batch_size, stats=stats, progress=True)
-    n = write_jsonl(docs, args.out)
+    try:
+        n, stats = _write_textbooks(args)
+    except (CheckpointError, ConfigError, CorpusError, OSError) as e:  # the model folder, the topics, the output
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {n} documents to {args.out} ({stats['prompts']} prompts; dropped {stats['empty']} empty, "
           f"{stats['duplicate']} duplicate, {stats['over_cap']} over the per-topic cap)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

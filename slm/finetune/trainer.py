@@ -121,6 +121,10 @@ class FinetuneTrainer(Trainer):
 
     def setup(self) -> None:
         config = self.config
+        errors = ReadErrors(strict=config.strict)  # the data first: a bad file stops the run before any model work
+        train = load_conversations(config.train_files, errors)
+        self.eval_conversations = load_conversations(config.eval_files, errors) if config.eval_files else []
+        self.read_errors = errors
         base = Path(config.init_from)
         self.tok = load_tokenizer(model_tokenizer_dir(base))  # ours, or a transformers model's own
         self.model = load_model_folder(base).float()
@@ -131,10 +135,6 @@ class FinetuneTrainer(Trainer):
             self.tok.save(self.tokenizer_dir)
         if config.lora:
             apply_lora(self.model, config.lora_config, new_token_rows=len(self.added_tokens))
-        errors = ReadErrors(strict=config.strict)
-        train = load_conversations(config.train_files, errors)
-        self.eval_conversations = load_conversations(config.eval_files, errors) if config.eval_files else []
-        self.read_errors = errors
         examples = [encode_chat(self.tok, c) for c in train]
         rows = pack(examples, config.seq_len) if config.pack else [[truncate(e, config.seq_len)] for e in examples]
         self.loader = ChatLoader(rows, max_len=config.seq_len, micro_batch=config.micro_batch, pad_id=self.tok.pad_id,

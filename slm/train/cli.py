@@ -40,11 +40,12 @@ def parse(doc: str, config_cls: type[LoopConfig], argv=None) -> tuple[LoopConfig
     return config, args
 
 
-def run(body: Callable[[], int], argv) -> int:
-    """`body()`'s exit code; a user error ends in one line on stderr and exit code 2."""
+def run(body: Callable[[], int], argv, errors: tuple[type[Exception], ...] = ()) -> int:
+    """`body()`'s exit code; a user error (USER_ERRORS, and a later stage's own `errors`) ends in one
+    line on stderr and exit code 2."""
     try:
         return body()
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, *errors) as e:
         if "--debug" in (sys.argv[1:] if argv is None else argv):
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)

@@ -446,3 +446,29 @@ def test_config_problems_end_in_one_line(tmp_path, data_dir, capsys, problem):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert {"missing": "no such config file", "not utf-8": "not UTF-8", "every 0": "every must be positive"}[problem] in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_run_at_the_next_step_with_a_checkpoint(tmp_path, data_dir, sig):
+    reference = write_config(tmp_path, run_config(tmp_path, data_dir, "straight"), "straight.yaml")
+    finish(cli(reference))
+    path = write_config(tmp_path, run_config(tmp_path, data_dir, "stopped", steps=12), "stopped.yaml")
+    proc = cli(path)
+    run = tmp_path / "stopped"
+    deadline = time.time() + 180
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(losses(run)) >= 4):
+        time.sleep(0.01)
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and f"{sig.name} at step" in err and "continue with --resume" in err
+    stopped_at = runs_latest(run)
+    assert 4 <= stopped_at < 12 and sorted(losses(run)) == list(range(stopped_at))  # a checkpoint where it stopped
+    assert "pretrain step 3/12 loss" in out  # not a terminal: plain progress lines, no bar redraws
+    finish(cli(path, "--resume"))
+    assert losses(run) == losses(tmp_path / "straight")  # nothing lost, nothing repeated
+
+
+def runs_latest(run: Path) -> int:
+    from slm import runs
+
+    return runs.trainer_info(runs.latest_checkpoint(run / "checkpoints"))["step"]

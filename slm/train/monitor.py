@@ -1,5 +1,7 @@
 """What a long run shows: JSONL metrics, TensorBoard when installed, a loss-curve PNG,
-and loss-spike detection (report §2.4.1 watched for spikes early in training).
+progress (a bar on a terminal, plain periodic lines in a log file), loss-spike detection
+(report §2.4.1 watched for spikes early in training), and a stop on Ctrl-C or SIGTERM at
+the next step boundary.
 
 Only rank 0 writes; other ranks get a Monitor that does nothing.
 """
@@ -8,8 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from pathlib import Path
+
+from tqdm import tqdm
 
 from slm.runs import LOSS_PLOT, METRICS_FILE, read_log, writing
 from slm.train.config import SpikeConfig
@@ -36,6 +44,58 @@ class SpikeDetector:
     def load_state_dict(self, recent: list[float]) -> None:
         self.recent.clear()
         self.recent.extend(recent)
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal; otherwise (a log file, a batch job) one plain line
+    every `every` steps, so logs hold progress rather than thousands of bar redraws."""
+
+    def __init__(self, *, total: int, initial: int, desc: str, every: int, enabled: bool):
+        self.total, self.step, self.desc, self.every, self.enabled = total, initial, desc, max(every, 1), enabled
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step") if enabled and sys.stderr.isatty() else None
+        self.start, self.start_step = time.perf_counter(), initial
+
+    def update(self, record: dict) -> None:
+        self.step += 1
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+        elif self.enabled and (self.step % self.every == 0 or self.step == self.total):
+            rate = (self.step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
+            print(f"{self.desc} step {self.step}/{self.total} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+                  f"{record['tok_per_s']:,.0f} tok/s {rate:.2f} steps/s", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopSignal:
+    """`with StopSignal() as stop:` Ctrl-C (SIGINT) or SIGTERM only sets `stop.signal`, so the loop
+    ends at the next step with a complete checkpoint; a second Ctrl-C interrupts at once. Outside
+    the main thread (where Python cannot take signals) it does nothing."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: stopping after this step, with a checkpoint (again Ctrl-C to stop now)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 class Monitor:

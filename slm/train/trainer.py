@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.checkpoint import checkpoint
 import yaml
-from tqdm import tqdm
 
 from slm.chat import IGNORE
 from slm.checkpoint import CheckpointError, atomic_write
@@ -45,7 +44,7 @@ from slm.model import SLM
 from slm import runs
 from slm.train import state as ckpt
 from slm.train.config import LoopConfig, TrainConfig
-from slm.train.monitor import Monitor, SpikeDetector
+from slm.train.monitor import Monitor, Progress, SpikeDetector, StopSignal
 from slm.train.optim import build_optimizer, lr_at, param_groups, set_lr
 
 
@@ -80,6 +79,10 @@ class Run:
 
     def mean(self, value: float) -> float:
         return self.sum([value])[0] / self.world_size
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank; every rank must call it."""
+        return flag if self.world_size == 1 else self.sum([float(flag)])[0] > 0
 
 
 def build_model(config: TrainConfig, vocab_size: int) -> SLM:
@@ -116,6 +119,7 @@ class Trainer:
     override them: what is loaded, what a micro-batch passes to the model, what is held out,
     what a checkpoint holds and how it is judged."""
 
+    stage = "pretrain"  # what progress lines call the run
     loader: Loader
     model: SLM
     tokenizer_dir: Path
@@ -336,25 +340,33 @@ class Trainer:
         self.model.train()
         if self.step == 0:
             self._log_eval()
-        bar = tqdm(total=config.steps, initial=self.step, desc="pretrain", unit="step", disable=not self.run.main)
+        bar = Progress(total=config.steps, initial=self.step, desc=self.stage, every=config.log_every,
+                       enabled=self.run.main)
         result = {"stopped": None}
-        while self.step < config.steps:
-            record = self.train_step()
-            spike = record["skipped"] is False and self.spikes(record["loss"])
-            record["spike"] = spike
-            if self.step % config.log_every == 0 or self.step == config.steps or spike or record["skipped"]:
-                self.monitor.log(record)
-            bar.update()
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-            if spike and config.spike.action == "stop":
-                result["stopped"] = f"loss spike at step {record['step']}: {record['loss']:.3f}"
-                break
-            if spike and config.spike.action == "rollback" and self._rollback():
-                continue
-            if eval_every and self.step % eval_every == 0:
-                self._log_eval()
-            if self.step % config.checkpoint.every == 0 or self.step == config.steps:
-                self.save()
+        with StopSignal() as stop:
+            while self.step < config.steps:
+                record = self.train_step()
+                spike = record["skipped"] is False and self.spikes(record["loss"])
+                record["spike"] = spike
+                if self.step % config.log_every == 0 or self.step == config.steps or spike or record["skipped"]:
+                    self.monitor.log(record)
+                bar.update(record)
+                if spike and config.spike.action == "stop":
+                    result["stopped"] = f"loss spike at step {record['step']}: {record['loss']:.3f}"
+                    break
+                if spike and config.spike.action == "rollback" and self._rollback():
+                    continue
+                if eval_every and self.step % eval_every == 0:
+                    self._log_eval()
+                saved = self.step % config.checkpoint.every == 0 or self.step == config.steps
+                if saved:
+                    self.save()
+                if self.run.any(stop.signal is not None):  # every rank stops at the same step
+                    if not saved:
+                        self.save()
+                    result["stopped"] = (f"{stop.signal or 'a signal'} at step {self.step}: checkpoint "
+                                         f"{runs.step_dir(self.checkpoints, self.step).name} saved; continue with --resume")
+                    break
         bar.close()
         if not eval_every or self.step % eval_every:  # unless it was just evaluated
             self._log_eval()

@@ -20,8 +20,11 @@ The data are read and checked before any model is loaded. Every run writes predi
 metrics.json and table.md (--out, default runs/eval/<run>-<checkpoint>/<benchmark>), moved
 into place once complete; a folder that already holds results is refused before any work
 unless --overwrite (the old results are then replaced only when the new ones are complete),
-and a failed run leaves it as it was. `score` needs no model: it reads the benchmark's
-published prediction format (a model run's predictions.jsonl is in that format too). In a
+and a failed run leaves it as it was. A benchmark run in parts (JMED-LLM's tasks) saves each
+finished part in <out>/partial/ at once: rerun the same command after a crash or a kill and
+the parts finished with the same model, options and data are read back, not run again (a
+folder holding only partial/ needs no --overwrite). `score` needs no model: it reads the
+benchmark's published prediction format (a model run's predictions.jsonl is in that format too). In a
 sweep, a benchmark option applies to every chosen benchmark that has it; a checkpoint already
 evaluated is read back (--force evaluates it again).
 
@@ -47,7 +50,7 @@ from safetensors import SafetensorError, safe_open
 from slm.checkpoint import CheckpointError
 from slm.config import ConfigError
 from slm.eval import registry
-from slm.eval.harness import BenchmarkError, Context, check_out
+from slm.eval.harness import PARTIAL_DIR, BenchmarkError, Context, check_out, file_stats, saved_parts
 from slm.eval.sweep import sweep
 from slm.lm import load_lm
 from slm.runs import EVAL_DIR, TOKENIZER_DIR, display_name, resolve_model_dir
@@ -172,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--data", nargs="+" if benchmark.many_files else None, required=True,
                          help=benchmark.data_help)
         sub.add_argument("--out", help="default: runs/eval/<run>-<checkpoint>/<benchmark>; a folder holding "
-                                       "results is refused unless --overwrite")
+                                       "results is refused unless --overwrite; the parts an interrupted run "
+                                       "finished there (partial/) are read back")
         sub.add_argument("--overwrite", action="store_true",
                          help="replace the results already in --out (only once the new ones are complete)")
         _model_options(sub)
@@ -235,13 +239,25 @@ def _replacing(out: Path, overwrite: bool) -> bool:
     return replacing
 
 
+def model_identity(args) -> dict:
+    """What tells this model from another with the same folder name, for reusing the finished
+    parts of an interrupted run: its folder and files (sizes and times), base, dtype and device."""
+    folders = [resolve_model_dir(path) for path in (args.model, args.base) if path is not None]
+    return {"folders": [str(f.resolve()) for f in folders], "files": file_stats(folders), "dtype": args.dtype,
+            "device": args.device}
+
+
 def run_benchmark(args) -> None:
     task = registry.task(args.command, args.data, chosen_options(args, args.command))
     out = Path(args.out) if args.out else default_out(args.model, args.command)
     replacing = _replacing(out, args.overwrite)
+    saved = saved_parts(out)
+    if saved:
+        print(f"{out / PARTIAL_DIR} holds {len(saved)} finished part(s) of an interrupted run ({', '.join(saved)}): "
+              f"read back if the model, options and data are the same")
     lm = load_model(args, args.model)
     registry.run(task, lm, out, Context(batch_size=args.batch_size, load_lm=partial(load_model, args)), echo=True,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, model=model_identity(args))
     if replacing:
         print(f"the earlier results in {out} were replaced")
 

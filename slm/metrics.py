@@ -9,18 +9,25 @@ within one answer, and the share of answers that ran into the token limit withou
 Text is split into words (English: lower-cased, punctuation and articles dropped, as SQuAD
 scores) or, for Japanese, which has no spaces, into characters (`unit="chars"`).
 
+The JMED-LLM task metrics live here too (Cohen's kappa of choice answers read as option letters,
+set F1 of NER answers read as Python list literals), with the table of which task takes which:
+evaluation reports them, and instruction tuning selects its checkpoints by them.
+
 A module of its own, outside the pipeline stages: instruction tuning judges its checkpoints with
-exact match and character F1, and evaluation reports all of them; neither stage imports the other.
+these metrics, and evaluation reports all of them; neither stage imports the other.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import string
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
+
+import numpy as np
 
 Unit = Literal["words", "chars"]
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -51,10 +58,12 @@ def token_f1(prediction: str, reference: str, unit: Unit = "words") -> float:
     if not p or not r:
         return float(p == r)
     common = sum((Counter(p) & Counter(r)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
+    return f1(common / len(p), common / len(r))
+
+
+def f1(precision: float, recall: float) -> float:
+    """The harmonic mean of precision and recall; 0 when both are 0."""
+    return 2 * precision * recall / (precision + recall) if precision + recall != 0 else 0.0
 
 
 class _Tokenizer:
@@ -128,3 +137,64 @@ def free_text_report(predictions: Sequence[str], references: Sequence[str], fini
             "token_f1": sum(token_f1(p, r, unit) for p, r in zip(predictions, references)) / n,
             "rouge_l": rouge_l(predictions, references, unit), "bleu": bleu(predictions, references, unit),
             **degeneration(predictions, finished, unit)}
+
+
+# ------------------------------------------------------------------ JMED-LLM task metrics
+
+# Cohen's kappa weights of the choice tasks (None: unweighted; linear for the ordinal scales of
+# crade and jcsts), and the NER tasks, scored by F1 over sets of entity strings.
+JMED_CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
+JMED_NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
+NO_LETTER = "None"  # the label of an answer without a readable option letter (sorts after "F")
+
+
+def first_letter(output: str, letters: str = "ABCDEF") -> str:
+    """The first character of `output` that is one of `letters` (the published evaluator's rule)."""
+    for char in output or "":
+        if char in letters:
+            return char
+    return NO_LETTER
+
+
+def standalone_letter(output: str, letters: str) -> str:
+    """The first of `letters` not inside a word (corrected mode)."""
+    match = re.search(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", output or "") if letters else None
+    return match.group(1) if match else NO_LETTER
+
+
+def parse_list(output: str) -> list:
+    """`output` as a Python list literal, else [] (ast.literal_eval: the text is never run)."""
+    try:
+        value = ast.literal_eval((output or "").strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return []
+    return value if isinstance(value, list) else []
+
+
+def cohen_kappa(gold: Sequence[str], pred: Sequence[str], weights: str | None) -> float:
+    """Cohen's kappa over the sorted union of labels (as scikit-learn computes it); `weights` None
+    or "linear". NaN when chance agreement is already perfect (one label throughout)."""
+    labels = sorted(set(gold) | set(pred))
+    index = {label: i for i, label in enumerate(labels)}
+    n = len(labels)
+    confusion = np.zeros((n, n))
+    for g, p in zip(gold, pred):
+        confusion[index[g], index[p]] += 1
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
+    if weights is None:
+        w = 1 - np.eye(n)
+    else:
+        w = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    denominator = (w * expected).sum()
+    return float("nan") if denominator == 0 else float(1 - (w * confusion).sum() / denominator)
+
+
+def exact_f1(gold: Sequence[list], pred: Sequence[list]) -> float:
+    """Mean F1 per document of the predicted set of strings against the gold set (precision 0
+    for an empty prediction)."""
+    total = 0.0
+    for a, p in zip(gold, pred):
+        a, p = set(a), set(p)
+        hit = len(a & p)
+        total += f1(hit / len(p) if p else 0.0, hit / len(a) if a else 0.0)
+    return total / len(gold)

@@ -53,8 +53,8 @@ def test_decoding_errors_give_the_byte_offset_and_the_encoding_that_works(tmp_pa
     path = tmp_path / "aozora.txt"
     head = "正常\n".encode()
     path.write_bytes(head + "吾輩は猫である。\n".encode("cp932"))
-    with pytest.raises(CorpusError, match=rf"line 2: not valid utf-8 \(byte 0x8c at column 1, byte offset {len(head)} "
-                                          r"of the file\); it decodes as Shift_JIS: pass encoding='cp932' / --encoding cp932"):
+    with pytest.raises(CorpusError, match=rf"line 2: not valid utf-8 \(byte 0x8c at column 1, offset {len(head)} in the "
+                                          r"file\); it decodes as Shift_JIS \(cp932\); pass encoding='cp932' / --encoding cp932"):
         list(read_lines(path))
     # UTF-8 read as cp932 often "decodes", into mojibake: refused, naming utf-8.
     path.write_bytes("患者は発熱と咳嗽を訴えた。\n".encode())

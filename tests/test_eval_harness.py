@@ -5,7 +5,8 @@ import json
 import pytest
 
 from conftest import ScriptedLM
-from slm.eval.harness import Item, Problem, Result, answer_items, write_results
+from slm.eval.harness import (PARTIAL_DIR, RESULT_FILES, Item, OutputError, Partial, Problem, Result, answer_items,
+                               check_out, method_used, write_results)
 
 
 def user(text, shots=0):
@@ -52,6 +53,9 @@ def test_items_without_choices_are_generated_in_loglik_mode():
     assert (answers["n"].output, answers["c"].output) == ("26", "a")
     with pytest.raises(ValueError, match="method"):
         answer_items(lm, items, method="beam")
+    assert method_used("loglik", rankable=False, why="no choices") == "generate (loglik does not apply: no choices)"
+    assert method_used("loglik", rankable=True, why="-") == "loglik"
+    assert method_used("generate", rankable=False, why="-") == "generate"
 
 
 def test_generation_batches_keep_each_answer_with_its_item():
@@ -71,3 +75,19 @@ def test_write_results_writes_the_three_files(tmp_path):
     assert json.loads((tmp_path / "o" / "metrics.json").read_text()) == {"accuracy": 0.5}
     assert (tmp_path / "o" / "table.md").read_text() == "| a |\n"
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["metrics.json", "predictions.jsonl", "table.md"]
+
+
+def test_a_folder_holding_only_finished_parts_is_resumed_and_then_replaced_by_the_results(tmp_path):
+    out = tmp_path / "o"
+    Partial(out, dict).put("smdis", {"outputs": []})
+    assert check_out(out, overwrite=False) is False  # not results: no --overwrite needed
+    write_results(out, Result([], {}, {}, "| a |\n"), overwrite=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)  # partial/ went with the old folder
+    with pytest.raises(OutputError, match="--overwrite"):
+        check_out(out, overwrite=False)
+    other = tmp_path / "other"
+    Partial(other, dict).put("smdis", {})
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="notes.txt"):  # someone else's file beside it: never written into
+        check_out(other, overwrite=True)
+    assert (other / PARTIAL_DIR / "smdis.json").is_file()

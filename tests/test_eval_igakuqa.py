@@ -1,11 +1,13 @@
 """IgakuQA's official scoring rules on fixtures in the official layout."""
 
 import json
+import shutil
 
 import pytest
 
 from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
+from slm.eval import registry
 from slm.eval.harness import Context
 from slm.eval.igakuqa import (SYSTEM, IgakuQAError, Options, Question, conversation, evaluate, extract_answer,
                               find_shots, format_question, load_predictions, load_questions, load_shots,
@@ -119,6 +121,48 @@ def test_the_published_prompt():
     assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * 3 + ["user"]
     assert messages[4]["content"] == "a,b"  # the two-answer example: letters joined by ","
     assert find_shots(SAMPLE / "data") == find_shots(SAMPLE)  # the repository or its data/ folder
+
+
+def official_repository(root):
+    """The sample laid out as the published IgakuQA repository: data/ and scripts/prompts/prompt.jsonl."""
+    shutil.copytree(SAMPLE / "data", root / "data")
+    (root / "scripts" / "prompts").mkdir(parents=True)
+    shutil.copy(SAMPLE / "prompts" / "prompt.jsonl", root / "scripts" / "prompts" / "prompt.jsonl")
+    return root
+
+
+def test_the_official_repository_is_data_as_it_is_and_the_shots_file_used_is_said(tmp_path):
+    repo = official_repository(tmp_path / "IgakuQA")
+    shots = repo / "scripts" / "prompts" / "prompt.jsonl"
+    assert find_shots(repo) == find_shots(repo / "data") == shots
+    for data in (repo, repo / "data"):
+        exam = registry.task("igakuqa", data).data
+        assert exam.shots_file == shots and len(exam.shots) == 3
+    result = registry.run(registry.task("igakuqa", repo), ScriptedLM(), context=QUIET)
+    assert result.metrics["settings"]["shots_file"] == str(shots)
+    assert f"few-shot examples: 3 from {shots}" in result.summary()
+    assert registry.run(registry.task("igakuqa", repo, {"shots": 0}), ScriptedLM(),
+                        context=QUIET).metrics["settings"]["shots_file"] is None
+    shots.unlink()
+    with pytest.raises(IgakuQAError, match="looked for .*scripts/prompts/prompt.jsonl.*prompts/prompt.jsonl"):
+        registry.task("igakuqa", repo)
+
+
+def test_loglik_says_the_numeric_questions_are_generated_and_the_table_counts_problems():
+    lm = ScriptedLM({"体格指数": "27"}, {("急性心筋梗塞", "a"): -1.0})
+    result = registry.run(registry.task("igakuqa", SAMPLE, {"method": "loglik"}), lm, context=QUIET)
+    numeric = result.metrics["settings"]["numeric_entry"]
+    assert numeric == {"questions": 1, "method": "generate (loglik does not apply: numeric-entry answers, "
+                                                  "no choices to rank)"}
+    said = [n for n in result.summary().splitlines() if "does not apply" in n]
+    assert said == ["1 numeric-entry question(s): generate (loglik does not apply: numeric-entry answers, no choices "
+                    "to rank), up to 32 new tokens"]
+    generated = registry.run(registry.task("igakuqa", SAMPLE), ScriptedLM({"2型糖尿病": "b"}), context=QUIET)
+    assert generated.metrics["settings"]["numeric_entry"]["method"] == "generate"
+    assert not [n for n in generated.summary().splitlines() if "numeric-entry" in n]
+    header, _, row = generated.table.splitlines()
+    assert header.endswith("| prohibited picked | unparsed | not answered |")
+    assert row.endswith(" | 9/10 | 0/10 |")  # one answer readable, nine outputs empty
 
 
 def test_answer_extraction():

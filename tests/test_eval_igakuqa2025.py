@@ -199,11 +199,11 @@ def test_validation_names_the_file_the_question_or_row_and_the_field(tmp_path):
     with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv row 1: the header needs 問題番号 and 解答"):
         registry.task("igakuqa2025", header)
     (header / "results" / "correct_answers.csv").write_bytes("問題番号,解答\n119A1,ｃ\n".encode("cp932"))
-    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv line 1: not UTF-8 \(byte 0x96 at column 1: it "
-                                               r"reads as Shift_JIS \(cp932\).*re-save the file as UTF-8"):
+    with pytest.raises(IgakuQA2025Error, match=r"correct_answers\.csv line 1: not valid utf-8 \(byte 0x96 at column 1, "
+                                               r"offset 0 in the file\); it decodes as Shift_JIS \(cp932\).*re-save it as UTF-8"):
         registry.task("igakuqa2025", header)
     (header / "questions" / "119A_json.json").write_bytes('[{"number": "119A1", "question": "貧血"}]'.encode("cp932"))
-    with pytest.raises(IgakuQA2025Error, match=r"119A_json\.json line 1: not UTF-8"):
+    with pytest.raises(IgakuQA2025Error, match=r"119A_json\.json line 1: not valid utf-8"):
         registry.task("igakuqa2025", header)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(IgakuQA2025Error, match="IgakuQA 2025 layout"):

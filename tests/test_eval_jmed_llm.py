@@ -9,6 +9,7 @@ import pytest
 from conftest import SAMPLE_BENCHMARKS, ScriptedLM
 from evaluate import main
 from slm.config import ConfigError
+from slm.eval import registry
 from slm.eval.harness import Context
 from slm.eval.jmed_llm import (CHOICE_SYSTEM, NER_SYSTEM, TASKS, JmedLLMError, Options, cohen_kappa, conversation,
                                evaluate, exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1,
@@ -125,8 +126,9 @@ def test_model_outputs_are_scored_and_what_cannot_be_read_is_listed():
     assert results["jmmlu_med"]["predictions"] == ["B", "A", "None", "C"]  # upstream: the A of "Answer"
     assert results["jmmlu_med"]["accuracy"] == 0.5
     assert results["mrner_disease"]["exact_f1"] == pytest.approx(1 / 3)
-    rows, metrics = report(results, outputs, "upstream", {"model": "scripted"}, errors)
+    rows, metrics = report(results, outputs, "upstream", settings={"model": "scripted"}, errors=errors)
     assert metrics["jmmlu_med"]["unparsed"] == [2] and metrics["mrner_disease"]["unparsed"] == [1, 2]
+    assert metrics["jmmlu_med"]["empty"] == [2] and metrics["mrner_disease"]["empty"] == [2]  # 1 wrote prose
     assert rows[1] == {"task": "jmmlu_med", "index": 1, "output": "Answer: B", "parsed": "A", "answer": "B"}
     fixed, _, _ = evaluate(lm, tasks("jmmlu_med"), Options(mode="corrected"), QUIET)
     assert fixed["jmmlu_med"]["predictions"] == ["B", "B", "None", "C"]
@@ -138,6 +140,36 @@ def test_loglik_ranks_only_the_rows_own_options():
     lm = ScriptedLM(scores={("右肺門リンパ節", "B"): -0.1, ("右肺門リンパ節", "E"): 0.0})
     results, outputs, _ = evaluate(lm, tasks("rrtnm"), Options(method="loglik"), QUIET)
     assert outputs["rrtnm"][3] == "B"  # E scores higher but is not an option of this N row
+
+
+def test_loglik_generates_the_ner_tasks_and_says_so_once():
+    task = registry.task("jmed-llm", SAMPLE, {"method": "loglik", "tasks": ["smdis", "nrner", "mrner_disease"],
+                                              "ner_max_new_tokens": 64})
+    lm = ScriptedLM()
+    result = registry.run(task, lm, context=QUIET)
+    assert lm.budgets == [64, 64]  # only the two NER tasks generate, with their own budget
+    assert result.metrics["smdis"]["method"] == "loglik"
+    assert result.metrics["nrner"]["method"] == "generate (loglik does not apply: free-text answers)"
+    assert result.metrics["settings"]["ner_max_new_tokens"] == 64
+    said = [n for n in result.summary().splitlines() if "loglik does not apply" in n]
+    assert said == ["nrner, mrner_disease: generate (loglik does not apply: free-text answers), up to 64 new tokens "
+                    "(ner_max_new_tokens)"]
+    lm = ScriptedLM()
+    generated = registry.run(registry.task("jmed-llm", SAMPLE, {"tasks": ["smdis", "nrner"], "max_new_tokens": 8}),
+                             lm, context=QUIET)
+    assert lm.budgets == [8, 8] and generated.notes == []  # without its own budget NER takes max_new_tokens
+    assert generated.metrics["nrner"]["method"] == "generate"
+    with pytest.raises(ConfigError, match="ner_max_new_tokens must be at least 1"):
+        Options(ner_max_new_tokens=0)
+
+
+def test_the_table_counts_unparsed_and_empty_outputs():
+    lm = ScriptedLM({"呼吸数": "B", "インスリン": "わかりません"})  # the other rows: empty outputs
+    result = registry.run(registry.task("jmed-llm", SAMPLE, {"tasks": ["jmmlu_med", "nrner"]}), lm, context=QUIET)
+    lines = result.table.splitlines()
+    assert lines[0] == "| task | score | unparsed | empty |"
+    assert lines[2].startswith("| jmmlu_med | ") and lines[2].endswith(" | 3/4 | 2/4 |")
+    assert lines[3] == "| nrner | 0.00 (0.00) | 3/3 | 3/3 |"  # a zero that is nothing written, said so
 
 
 def test_cli_with_a_checkpoint_and_rescoring_its_predictions(slm_dir, tmp_path, capsys):

@@ -8,11 +8,11 @@ import types
 
 import pytest
 
-from conftest import fake_run
+from conftest import SAMPLE_BENCHMARKS, ScriptedLM, fake_run
 from evaluate import main
 from slm.config import Config, ConfigError
 from slm.eval import registry
-from slm.eval.harness import Benchmark, BenchmarkError, Problem, Result, option
+from slm.eval.harness import RESULT_FILES, Benchmark, BenchmarkError, Problem, Result, option
 
 
 def _toy_module() -> types.ModuleType:
@@ -67,6 +67,7 @@ def test_a_registered_benchmark_runs_and_scores_from_the_cli(toy, questions, slm
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["answer"] == r["answer"].upper() for r in rows] == [True, True]
     assert json.loads((out / "metrics.json").read_text()) == {"questions": 2}
+    assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)  # no partial/: it saved no parts
     assert main(["score", "toy", "--data", str(questions), "--predictions", str(questions)]) == 0
     assert "| toy scored | 2 |" in capsys.readouterr().out
     assert main(["toy", "--model", str(slm_dir), "--data", str(tmp_path / "missing.txt")]) == 2  # no traceback
@@ -110,3 +111,14 @@ def test_every_builtin_benchmark_has_keyword_only_options_with_their_defaults_on
     assert {"igakuqa", "jmed-llm", "perplexity", "qa", "medqa", "medmcqa", "pubmedqa", "mmlu"} <= set(registry.names())
     with pytest.raises(ValueError, match="already registered"):
         registry.register(registry.get("igakuqa"))
+
+
+def test_the_fingerprint_of_finished_parts_names_benchmark_options_data_and_model():
+    task = registry.task("jmed-llm", SAMPLE_BENCHMARKS / "jmed-llm", {"tasks": ["smdis"]})
+    lm = ScriptedLM()
+    fingerprint = registry.fingerprint(task, lm, {"dtype": "auto"})
+    assert fingerprint["benchmark"] == "jmed-llm" and fingerprint["options"]["tasks"] == ["smdis"]
+    assert fingerprint["model"] == {"name": "scripted", "chat": True, "max_length": None, "dtype": "auto"}
+    smdis = (SAMPLE_BENCHMARKS / "jmed-llm" / "smdis.csv").resolve()
+    assert [str(smdis), smdis.stat().st_size, smdis.stat().st_mtime_ns] in fingerprint["data"]
+    json.dumps(fingerprint)  # saved with every part

@@ -270,7 +270,7 @@ def _encoding_cases(tmp_path):
 
 def test_every_reader_names_a_file_that_is_not_utf8_and_the_fix(tmp_path, capsys):
     for name, data, options, predictions, file in _encoding_cases(tmp_path):
-        pattern = rf"{re.escape(file)} line \d+: not UTF-8 \(byte 0x[0-9a-f]{{2}} at column \d+.*re-save the file as UTF-8"
+        pattern = rf"{re.escape(file)} line \d+: not valid utf-8 \(byte 0x[0-9a-f]{{2}} at column \d+.*re-save it as UTF-8"
         with pytest.raises(EncodingError, match=pattern):
             if predictions is None:
                 registry.task(name, data, options)

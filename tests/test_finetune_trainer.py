@@ -158,14 +158,24 @@ def test_held_out_loss_weighs_every_answer_token_alike_in_the_shared_loop(tmp_pa
 
 
 @pytest.mark.parametrize("key, value", [("model_overrides", {"resid_dropout": 0.0}), ("doc_masking", True),
-                                        ("data", "runs/data/sample"), ("mixture", {"weights": {"a": 1.0}}),
-                                        ("eval", {"every": 10}), ("model", "tiny")])
+                                        ("data", "runs/data/sample"), ("eval", {"every": 10}), ("model", "tiny")])
 def test_pretraining_fields_are_unknown_keys_to_fine_tuning(tmp_path, key, value):
     import yaml
 
     path = tmp_path / "ft.yaml"
     path.write_text(yaml.safe_dump({"init_from": "x", "train_files": ["a.jsonl"], key: value}))
     with pytest.raises(ConfigError, match=rf"ft\.yaml: unknown FinetuneConfig field\(s\) \['{key}'\]"):
+        FinetuneConfig.load(path)
+
+
+def test_a_pretraining_mixture_is_no_instruction_mixture(tmp_path):
+    """Fine-tuning's mixture blends tasks: a pretraining mixture's epochs or curriculum are unknown
+    keys of it, and its source weights name tasks the data does not have (see test_finetune_mixture)."""
+    import yaml
+
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump({"init_from": "x", "train_files": ["a.jsonl"], "mixture": {"epochs": {"a": 1.0}}}))
+    with pytest.raises(ConfigError, match=r"unknown InstructionMixture field\(s\) \['epochs'\]"):
         FinetuneConfig.load(path)
 
 
@@ -177,7 +187,10 @@ def test_each_trainer_config_is_the_loop_config_plus_its_own_fields():
     names = lambda cls: {f.name for f in dataclasses.fields(cls)}
     pretraining, finetuning = names(TrainConfig) - names(LoopConfig), names(FinetuneConfig) - names(LoopConfig)
     assert pretraining == {"data", "mixture", "model", "model_overrides", "doc_masking", "eval"}
-    assert not pretraining & finetuning and {"train_files", "lora", "eval_every"} <= finetuning
+    # the one name both have is a mixture of each stage's own kind: sources there, tasks here
+    assert pretraining & finetuning == {"mixture"} and {"train_files", "lora", "eval_every"} <= finetuning
+    hints = lambda cls: {f.name: f.type for f in dataclasses.fields(cls)}  # noqa: E731
+    assert hints(TrainConfig)["mixture"] != hints(FinetuneConfig)["mixture"]
     assert issubclass(FinetuneConfig, LoopConfig) and not issubclass(FinetuneConfig, TrainConfig)
     assert (FinetuneConfig(init_from="x", train_files=["a"]).out, TrainConfig(data="x").out) == ("runs/finetune", "runs/pretrain")
 
@@ -374,3 +387,86 @@ def test_a_chat_marker_needs_the_chat_tokens_and_the_vocabulary_must_fit(tmp_pat
 def test_a_stage_name_never_escapes_the_run_folder(tmp_path, base, files, name):
     with pytest.raises(ConfigError, match="StageConfig.name must be a single file or folder name"):
         config(tmp_path, base, files, train_files=[], stages=[{"name": name, "train_files": [str(files[0])], "steps": 1}])
+
+
+# ------------------------------------------------------------------ selection by the task's own metric
+
+def choice(question, letter, task="smdis"):
+    """A JMED-LLM-style choice row as the converters write it: the prompt's options, the answer letter,
+    and the task and label beside the messages."""
+    user = f"質問: {question}\n選択肢:\nA. はい\nB. いいえ\nC. 不明\n"
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": letter}], "task": task, "label": letter}
+
+
+def test_the_task_metric_prefers_a_model_that_learned_over_one_that_answers_the_majority():
+    from slm.finetune.mixture import NO_TASK, Tag
+    from slm.finetune.trainer import judge_answers
+
+    golds = ["A"] * 8 + ["B", "C"]  # an imbalanced selection set: a constant "A" is right 8 times in 10
+    rows = [choice(f"q{i}", g) for i, g in enumerate(golds)]
+    ner = [{"messages": [{"role": "user", "content": "抽出"}, {"role": "assistant", "content": "['発熱', '咳']"}],
+            "task": "nrner"}] * 2
+    plain = [chat("発熱は?", "はい")]
+    conversations = [r["messages"] for r in rows + ner] + [plain[0]["messages"]]
+    tags = [Tag(r["task"], r.get("label") if r["task"] == "smdis" else None) for r in rows + ner] + [Tag()]
+    constant = ["A"] * 10 + ["['発熱']"] * 2 + ["はい"]
+    learned = ["A"] * 4 + ["B", "C", "B", "A"] + ["B", "C"] + ["['発熱']"] * 2 + ["はい"]  # 7 in 10, every label
+    exact = lambda preds: judge_answers(conversations, tags, preds, "exact")["exact"]  # noqa: E731
+    assert exact(constant) > exact(learned)  # exact match chooses the constant answer
+    guess, good = judge_answers(conversations, tags, constant, "task"), judge_answers(conversations, tags, learned, "task")
+    assert guess["per_task"]["smdis"] == 0.0 and good["per_task"]["smdis"] == pytest.approx((0.7 - 0.45) / 0.55)
+    assert guess["per_task"]["nrner"] == pytest.approx(2 * 1 * 0.5 / 1.5) and guess["per_task"][NO_TASK] == 1.0
+    assert good["task"] == pytest.approx(sum(good["per_task"].values()) / 3) and good["task"] > guess["task"]
+    # the answer is read as JMED-LLM's corrected mode reads it: the letter standing alone, among the options
+    answers = ["答えは A です"] * 8 + ["Answer: B", "C."] + ["['発熱', '咳']"] * 2 + ["はい"]
+    assert judge_answers(conversations, tags, answers, "task")["task"] == 1.0
+    assert judge_answers(conversations, tags, ["D"] * 10 + ["[]"] * 2 + ["no"], "task")["per_task"]["smdis"] == 0.0
+
+
+def test_linear_kappa_for_the_ordinal_tasks():
+    from slm.finetune.mixture import Tag
+    from slm.finetune.trainer import task_score
+    from slm.metrics import cohen_kappa
+
+    rows = [choice(f"q{i}", g, task="crade") for i, g in enumerate("ABCCBA")]
+    preds = list("ABBCAA")
+    value = task_score("crade", [r["messages"] for r in rows], [Tag("crade", r["label"]) for r in rows], preds)
+    assert value == pytest.approx(cohen_kappa(list("ABCCBA"), preds, "linear")) != cohen_kappa(list("ABCCBA"), preds, None)
+
+
+def test_a_run_selects_by_the_task_metric_on_a_stratified_split_and_best_says_so(tmp_path, base):
+    from slm.chat import encode_chat
+    from slm.finetune.data import truncate
+    from slm.finetune.mixture import NO_LABEL
+    from slm.finetune.trainer import MIXTURE_FILE
+
+    rows = [choice(q + "?" * k, "AB"[k % 2]) for k in range(4) for q in QUESTIONS]
+    rows += [{**chat(q, "はい"), "task": "yesno"} for q in QUESTIONS]  # a task without labels: exact match
+    path = tmp_path / "tagged.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = config(tmp_path, base, (path, None), eval_files=[], selection_fraction=0.25, metric="task", steps=8,
+                 checkpoint={"every": 4, "keep_last": 1}, mixture={"cap": {"yesno": 4}})
+    trainer = FinetuneTrainer(cfg)
+    held = {tuple(truncate(encode_chat(trainer.tok, c), 64).input_ids) for c in trainer.eval_conversations}
+    trained = {tuple(row[0].input_ids) for row in trainer.loader.rows}
+    assert len(held) == 10 and [t.label for t in trainer.eval_tags].count("A") == 4  # 16 A, 16 B, 8 yesno: a quarter
+    assert len(trained) == 24 + 4 and not held & trained  # the rest of the choice rows, yesno capped; never trained on
+    report = json.loads((tmp_path / "sft" / MIXTURE_FILE).read_text())
+    assert report["selection"] == {"smdis": {"A": 4, "B": 4}, "yesno": {NO_LABEL: 2}}
+    assert report["before"]["smdis"] == {"A": 12, "B": 12} and report["after"]["yesno"] == {NO_LABEL: 4}
+    finetune(cfg, overwrite=True)
+    run = tmp_path / "sft"
+    best = json.loads((run / "checkpoints" / "best").read_text())
+    assert best["metric"] == "task" and set(best["per_task"]) == {"smdis", "yesno"}
+    assert best["task"] == pytest.approx(sum(best["per_task"].values()) / 2)
+    selects = [r for r in records(run) if r["kind"] == "select"]
+    assert [s["step"] for s in selects] == [4, 8] and all(s["metric"] == "task" and "per_task" in s for s in selects)
+    assert best["task"] == max(s["task"] for s in selects)
+
+
+def test_selection_fraction_and_eval_files_are_one_or_the_other(tmp_path, base, files):
+    with pytest.raises(ConfigError, match="give eval_files or selection_fraction, not both"):
+        config(tmp_path, base, files, selection_fraction=0.1)
+    with pytest.raises(ConfigError, match=r"selection_fraction must be in \[0, 1\)"):
+        config(tmp_path, base, files, eval_files=[], selection_fraction=1.0)

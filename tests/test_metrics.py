@@ -1,4 +1,5 @@
-"""Free-text metrics against hand-computed values, and the degeneration statistics."""
+"""Free-text metrics against hand-computed values, the degeneration statistics, and the JMED-LLM task
+metrics that evaluation and fine-tuning's checkpoint selection share."""
 
 import pytest
 
@@ -56,3 +57,19 @@ def test_qa_cli_reports_every_metric_for_a_checkpoint(slm_dir, tmp_path, capsys)
     assert report["not_answered"] == [2]  # longer than the model's context: listed, the run goes on
     rows = [json.loads(line) for line in (tmp_path / "o" / "predictions.jsonl").read_text().splitlines()]
     assert all(isinstance(r["finished"], bool) for r in rows) and rows[0]["reference"] == "あり"
+
+
+def test_task_metrics_are_one_implementation_shared_by_evaluation_and_selection():
+    import math
+
+    import slm.eval.jmed_llm as jmed
+    from slm.metrics import JMED_CHOICE_TASKS, NO_LETTER, cohen_kappa, exact_f1, f1, standalone_letter
+
+    assert jmed.cohen_kappa is cohen_kappa and jmed.exact_f1 is exact_f1 and jmed.CHOICE_TASKS is JMED_CHOICE_TASKS
+    # a constant answer agrees with the gold labels no more than chance: kappa 0, whatever its accuracy
+    gold = ["A"] * 8 + ["B", "C"]
+    assert cohen_kappa(gold, ["A"] * 10, None) == 0.0 and cohen_kappa(gold, ["A"] * 10, "linear") == 0.0
+    assert math.isnan(cohen_kappa(["A", "A"], ["A", "A"], None))  # one label throughout: chance is perfect
+    assert f1(0.5, 1.0) == pytest.approx(2 / 3) and f1(0.0, 0.0) == 0.0
+    assert exact_f1([["a", "b"]], [["a"]]) == pytest.approx(f1(1.0, 0.5))
+    assert standalone_letter("ABは誤り、正解は C", "ABC") == "C" and standalone_letter("", "ABC") == NO_LETTER

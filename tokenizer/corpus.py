@@ -1,14 +1,22 @@
-"""Reading text files with errors that name the file and line.
+"""Reading text files with errors that name the file and line, and why it does not decode.
 
 Plain text (one line at a time) and JSONL (one document per line, a text field),
 files or directories of them, streamed. Empty files, binary files and text that
 does not decode in the given encoding stop with a message naming the file (and
-line and byte offset), the encoding tried and the one to pass instead (Shift_JIS
-is recognised by decoding the line as cp932), rather than a traceback from deep
-inside a codec. Given an `on_error` callback instead, a bad line is reported to
-it and skipped, and reading goes on (the corpus pipeline counts them in its
-report). `count_texts` reads a whole input set through first, so a job that
-must not start on a bad corpus (tokenizer training) fails before any work.
+line, column and byte offset), the encoding tried, the encoding it looks like
+(Shift_JIS when it decodes as cp932 into kana or kanji; UTF-8 Japanese read as
+cp932 is refused too, as it would "decode" into mojibake) and the fix, rather
+than a traceback from deep inside a codec. Given an `on_error` callback instead,
+a bad line is reported to it and skipped, and reading goes on (the corpus
+pipeline counts them in its report). `count_texts` reads a whole input set
+through first, so a job that must not start on a bad corpus (tokenizer training)
+fails before any work.
+
+This module is the one owner of decoding a file and naming why it cannot be
+decoded, for every stage: each reader takes the stage's own fix (a `Fix`: the
+tokenizer's `--encoding` option here by default, a data source's `encoding:`
+field in slm.data.readers, `utf8_fix` for files that must be UTF-8, such as
+benchmarks and instruction data). `read_text` reads a small file whole.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 BINARY_SNIFF_BYTES = 8192
+LEAVE_OUT = "leave it out of the inputs"  # what to do with a binary file, unless a reader is told otherwise
 
 
 class CorpusError(ValueError):
@@ -30,7 +39,13 @@ class CorpusError(ValueError):
         self.path = str(path) if path is not None else None
 
 
+class UndecodableError(CorpusError):
+    """A file's bytes are not text in the encoding tried (another encoding, UTF-16, or a binary file):
+    the whole file is unreadable, not one record."""
+
+
 OnError = Callable[[CorpusError], None]
+Fix = Callable[[str | None], str]  # the encoding the bytes look like (or None) -> what to do
 
 
 def _fail(error: CorpusError, on_error: OnError | None) -> None:
@@ -81,24 +96,30 @@ def check_encoding(encoding: str) -> None:
     _encoding_name(encoding)
 
 
-def check_file(path: Path) -> None:
-    """Refuse empty and binary files up front (UTF-16 text, which holds NUL bytes, is named as such)."""
+def check_file(path: Path, binary_fix: str = LEAVE_OUT) -> None:
+    """Refuse empty files (a CorpusError) and binary ones (an UndecodableError ending in `binary_fix`) up
+    front; UTF-16 text, which holds NUL bytes, is named as such (lines are split on the byte "\\n")."""
     if os.path.getsize(path) == 0:
         raise CorpusError(f"{path}: file is empty", path)
     with open(path, "rb") as f:
         head = f.read(BINARY_SNIFF_BYTES)
     if b"\x00" in head:
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # lines are split on the byte "\n": no UTF-16
-            raise CorpusError(f"{path}: UTF-16 text (it starts with a byte order mark), which is not read here: "
-                              "convert it to UTF-8 (iconv -f utf-16 -t utf-8)", path)
-        raise CorpusError(f"{path}: looks binary (NUL byte at offset {head.index(0)}), not a text file: "
-                          "leave it out of the inputs", path)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise UndecodableError(f"{path}: UTF-16 text (it starts with a byte order mark), which is not read here: "
+                                   f"convert it to UTF-8 (iconv -f utf-16 -t utf-8 FILE > FILE.utf8)", path)
+        raise UndecodableError(f"{path}: looks binary (NUL byte at offset {head.index(0)}), not a text file; "
+                               f"{binary_fix}", path)
+
+
+def _kana_or_kanji(c: str) -> bool:
+    return "\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" or "\uff66" <= c <= "\uff9f"
 
 
 def _japanese(text: str) -> bool:
-    """Printable characters and spaces (no controls but tab and line ends), not all ASCII: text,
-    not bytes that happen to decode."""
-    return not text.isascii() and all(c.isprintable() or c in "\t\r\n" or (c.isspace() and c > " ") for c in text)
+    """Printable characters and spaces (no controls but tab and line ends) holding kana or kanji:
+    Japanese text, not bytes that happen to decode."""
+    return (all(c.isprintable() or c in "\t\r\n" or (c.isspace() and c > " ") for c in text)
+            and any(map(_kana_or_kanji, text)))
 
 
 def _utf8_japanese(text: str) -> bool:
@@ -119,67 +140,119 @@ def _decodes(raw: bytes, encoding: str) -> str | None:
         return None
 
 
-def _decoding_hint(raw: bytes, encoding: str) -> str:
-    """How to read a line that failed to decode: the encoding it does decode in, if a likely one."""
-    name = _encoding_name(encoding)
-    if name != "cp932" and (text := _decodes(raw, "cp932")) is not None and _japanese(text):
-        return "it decodes as Shift_JIS: pass encoding='cp932' / --encoding cp932"
-    if name != "utf-8" and (text := _decodes(raw, "utf-8")) is not None and _japanese(text):
-        return "it decodes as UTF-8: pass encoding='utf-8' / --encoding utf-8"
-    return ("binary data, or text in another encoding: leave the file out of the inputs, or pass its encoding "
-            "(encoding=... / --encoding NAME, e.g. cp932 for Shift_JIS)")
+def likely_encoding(raw: bytes, encoding: str) -> str | None:
+    """The encoding bytes that failed in `encoding` probably are: "cp932" (Shift_JIS) or "utf-8" when
+    they decode there into Japanese text, else None (binary data, or text in another encoding)."""
+    tried = _encoding_name(encoding)
+    for other in ("cp932", "utf-8"):
+        if other != tried and (text := _decodes(raw, other)) is not None and _japanese(text):
+            return other
+    return None
 
 
-def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | None = None) -> Iterator[str | None]:
-    """The lines of a text file, without line ends; decoding errors name the line, the byte offset,
-    the encoding tried and the one that would work.
+LOOKS = {"cp932": "it decodes as Shift_JIS (cp932)", "utf-8": "it decodes as UTF-8",
+         None: "binary data, or text in another encoding"}
 
-    With `on_error`, an undecodable line is reported and yielded as None (line numbers stay
-    right, and a caller can drop the document around it rather than split it there); an
-    empty or binary file is reported and yields nothing. Without it, no None is ever yielded.
-    """
+
+def undecodable(path: str | Path, raw: bytes, error: UnicodeDecodeError, encoding: str, fix: Fix, line: int = 1,
+                offset: int = 0) -> UndecodableError:
+    """The error for a line `raw` of `path` (line number `line`, at byte `offset` of the file) that does
+    not decode in `encoding`: the place (line, column, byte offset), the encoding it looks like, and
+    `fix(that encoding)`, what to change."""
+    guess = likely_encoding(raw, encoding)
+    return UndecodableError(f"{path} line {line}: not valid {encoding} (byte 0x{raw[error.start]:02x} at column "
+                            f"{error.start + 1}, offset {offset + error.start} in the file); {LOOKS[guess]}; "
+                            f"{fix(guess)}", path)
+
+
+def option_fix(guess: str | None) -> str:
+    """The fix for a corpus file read with the tokenizer's `encoding` option (`--encoding`)."""
+    if guess:
+        return f"pass encoding='{guess}' / --encoding {guess}"
+    return ("leave the file out of the inputs, or pass its encoding (encoding=... / --encoding NAME, e.g. cp932 "
+            "for Shift_JIS)")
+
+
+def utf8_fix(guess: str | None) -> str:
+    """The fix for a file that must be UTF-8 and is not (`guess`: the encoding it looks like)."""
+    source = guess if guess and guess != "utf-8" else "ITS-ENCODING"
+    return ("the file must be UTF-8: re-save it as UTF-8 (from Excel: Save As 'CSV UTF-8'; or "
+            f"iconv -f {source} -t utf-8 FILE > FILE.utf8{'' if guess else ', cp932 for Shift_JIS'})")
+
+
+def _decoded(path: str | Path, encoding: str, on_error: OnError | None, fix: Fix, binary_fix: str,
+             max_bytes: int | None) -> Iterator[str | None]:
+    """The lines of a file with their line ends (a UTF-8 byte-order mark dropped), or None for each
+    line that does not decode, reported (`read_lines`)."""
     path = Path(path)
-    utf8 = _encoding_name(encoding).startswith("utf")  # an unknown encoding is raised even with on_error: no file is readable
+    name = _encoding_name(encoding)  # an unknown encoding is raised even with on_error: no file is readable
     try:
-        check_file(path)
+        check_file(path, binary_fix)
     except CorpusError as e:
         _fail(e, on_error)
         return
     offset = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            if not utf8 and not raw.isascii() and (text := _decodes(raw, "utf-8")) is not None and _utf8_japanese(text):
+            line = error = None
+            if not name.startswith("utf") and not raw.isascii() and (text := _decodes(raw, "utf-8")) is not None \
+                    and _utf8_japanese(text):
                 # UTF-8 Japanese read as cp932 often "decodes", into mojibake; Shift_JIS is almost never valid UTF-8
-                _fail(CorpusError(
-                    f"{path} line {number}: UTF-8 text (byte offset {offset} of the file), not {encoding}: read as "
-                    f"{encoding} it would be mojibake; pass encoding='utf-8' / --encoding utf-8", path), on_error)
-                offset += len(raw)
-                yield None
-                continue
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as e:
-                _fail(CorpusError(
-                    f"{path} line {number}: not valid {encoding} (byte 0x{raw[e.start]:02x} at column {e.start + 1}, "
-                    f"byte offset {offset + e.start} of the file); {_decoding_hint(raw, encoding)}", path), on_error)
-                offset += len(raw)
-                yield None
-                continue
+                error = UndecodableError(f"{path} line {number}: UTF-8 text (offset {offset} in the file), not "
+                                         f"{encoding}: read as {encoding} it would be mojibake; {fix('utf-8')}", path)
+            else:
+                try:
+                    line = raw.decode(encoding)
+                except UnicodeDecodeError as e:
+                    error = undecodable(path, raw, e, encoding, fix, number, offset)
             offset += len(raw)
-            yield line.rstrip("\r\n")
+            if error is not None:
+                _fail(error, on_error)
+            elif number == 1 and name.startswith("utf-8") and line.startswith("\ufeff"):
+                line = line[1:]
+            yield line
+            if max_bytes is not None and offset >= max_bytes:
+                return
+
+
+def read_lines(path: str | Path, encoding: str = "utf-8", on_error: OnError | None = None, fix: Fix = option_fix,
+               binary_fix: str = LEAVE_OUT, max_bytes: int | None = None) -> Iterator[str | None]:
+    """The lines of a text file, without line ends (and without a UTF-8 byte-order mark); decoding
+    errors (UndecodableError) name the line, column and byte offset, the encoding tried, the one it
+    looks like and `fix(that one)`; a binary file ends in `binary_fix`.
+
+    With `on_error`, an undecodable line is reported and yielded as None (line numbers stay
+    right, and a caller can drop the document around it rather than split it there); an
+    empty or binary file is reported and yields nothing. Without it, no None is ever yielded.
+    `max_bytes`: stop after the line that reaches that many bytes (a sample of the file).
+    """
+    for line in _decoded(path, encoding, on_error, fix, binary_fix, max_bytes):
+        yield None if line is None else line.rstrip("\r\n")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", fix: Fix = utf8_fix,
+              binary_fix: str = "give a text file (a compressed file? decompress it first)") -> str:
+    """A whole (small) file as text, line ends as they are, without a UTF-8 byte-order mark. A missing
+    or empty file is a CorpusError, one that does not decode (or is binary) an UndecodableError
+    naming the line and byte and the fix, as `read_lines`."""
+    if not Path(path).is_file():
+        raise CorpusError(f"{path}: no such file", path)
+    return "".join(_decoded(path, encoding, None, fix, binary_fix, None))
 
 
 def read_jsonl_records(path: str | Path, text_field: str | None = "text", encoding: str = "utf-8",
-                       on_error: OnError | None = None) -> Iterator[tuple[int, dict]]:
+                       on_error: OnError | None = None, fix: Fix = option_fix,
+                       binary_fix: str = LEAVE_OUT) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each JSON object (whose `text_field`, unless None, is a string);
-    a bad line names the line and field (raised, or reported to `on_error` and skipped)."""
-    for number, line in enumerate(read_lines(path, encoding, on_error), start=1):
+    a bad line names the line and field (raised, or reported to `on_error` and skipped); decoding
+    as `read_lines`."""
+    for number, line in enumerate(read_lines(path, encoding, on_error, fix, binary_fix), start=1):
         if line is None or not line.strip():  # None: an undecodable line, already reported
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            _fail(CorpusError(f"{path} line {number}: not valid JSON ({e.msg})", path), on_error)
+            _fail(CorpusError(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno})", path), on_error)
             continue
         if not isinstance(record, dict):
             _fail(CorpusError(f"{path} line {number}: not a JSON object", path), on_error)

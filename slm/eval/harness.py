@@ -26,9 +26,17 @@ never sees half of a run. Who may replace a folder that already holds results is
 caller's decision (`check_out`: evaluate.py refuses without --overwrite); a folder holding
 anything else is never written into.
 
-Data files are read by the readers here (`read_text`, `read_jsonl`, `read_csv`): UTF-8 (a
-byte-order mark is allowed), and a file that is not (Shift_JIS / cp932 from Excel) is an
-`EncodingError` naming the file, the line and byte, and how to re-save it.
+A benchmark that runs in parts taking hours (JMED-LLM's eight tasks) saves each part as soon as
+it is finished into `<out>/partial/` (`Partial`), with the fingerprint of the model, options and
+data that produced it; a rerun into the same folder reads the finished parts back instead of
+putting them to the model again. partial/ is not results: a folder holding only it is resumed
+without --overwrite, and the final results replace it, so they are the same files an
+uninterrupted run writes.
+
+Data files are read by the readers here (`read_text`, `read_jsonl`, `read_csv`, over
+tokenizer.corpus's): UTF-8 (a byte-order mark is allowed), and a file that is not (Shift_JIS /
+cp932 from Excel) or is binary is an `EncodingError` of the benchmark's own error class,
+naming the file, the line and byte, the encoding it looks like and how to re-save it.
 """
 
 from __future__ import annotations
@@ -44,8 +52,11 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from slm.checkpoint import atomic_write
 from slm.config import Config
 from slm.lm import LocalLM, Prompt, load_lm
+from tokenizer import corpus
+from tokenizer.corpus import CorpusError, UndecodableError, read_jsonl_records, utf8_fix
 from tokenizer.folders import FolderExistsError, StagedFolder
 
 Method = Literal["generate", "loglik"]
@@ -80,48 +91,33 @@ def _encoding_class(error: type[BenchmarkError]) -> type[BenchmarkError]:
     return _ENCODING_CLASSES[error]
 
 
-def _reads_as_shift_jis(data: bytes) -> bool:
-    """The bytes decode as cp932 into Japanese (kana or kanji), not just into something."""
-    try:
-        text = data.decode("cp932")
-    except UnicodeDecodeError:
-        return False
-    return any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in text)
+ENCODING = "utf-8"  # of every data and prediction file (a byte-order mark is allowed)
+BINARY_FIX = "benchmark files are UTF-8 text (a compressed file? decompress it first)"
 
 
-def encoding_error(path: str | Path, data: bytes, e: UnicodeDecodeError,
-                   error: type[BenchmarkError] = EncodingError) -> BenchmarkError:
-    """The error for bytes of `path` that are not UTF-8: the line and column of the first bad
-    byte, the likely encoding, and how to re-save the file (the readers take UTF-8 only)."""
-    line = data.count(b"\n", 0, e.start) + 1
-    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-    suffix = Path(path).suffix
-    excel = "in Excel: Save As 'CSV UTF-8'; " if suffix.lower() == ".csv" else ""
-    if _reads_as_shift_jis(data):
-        likely = ": it reads as Shift_JIS (cp932), as Excel and many Windows tools save Japanese text"
-        fix = f"re-save the file as UTF-8 ({excel}{'or ' if excel else 'e.g. '}iconv -f cp932 -t utf-8 {path} > new{suffix})"
-    else:
-        likely, fix = "", f"re-save the file as UTF-8{f' ({excel[:-2]})' if excel else ''}"
-    return _encoding_class(error)(f"{path} line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at column {column}"
-                                  f"{likely}); {fix}")
-
-
-def read_text(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> str:
-    """The text of a UTF-8 file (without a byte-order mark). A missing or unreadable file, or
-    one that is not UTF-8, is an `error` (an EncodingError) naming it."""
+def _read(path: str | Path, error: type[BenchmarkError], read: Callable[[Path], Any], empty: Any) -> Any:
+    """`read(path)`, a tokenizer.corpus reader, with its errors as `error`s: a missing file or a folder is
+    named, an empty file gives `empty`, one that does not decode as UTF-8 (or is binary) is an
+    EncodingError of `error`, with the place, the encoding it looks like and how to re-save it."""
     path = Path(path)
     if not path.exists():
         raise error(f"{path}: no such file")
     if path.is_dir():
         raise error(f"{path}: a folder, not a file")
     try:
-        data = path.read_bytes()
+        return empty if path.stat().st_size == 0 else read(path)
+    except UndecodableError as e:
+        raise _encoding_class(error)(str(e)) from None
+    except CorpusError as e:
+        raise error(str(e)) from None
     except OSError as e:
         raise error(f"{path}: cannot be read ({e.strerror or e})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise encoding_error(path, data, e, error) from None
+
+
+def read_text(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> str:
+    """The text of a UTF-8 file (without a byte-order mark). A missing or unreadable file, or
+    one that is not UTF-8, is an `error` (an EncodingError) naming it."""
+    return _read(path, error, lambda p: corpus.read_text(p, ENCODING, utf8_fix, BINARY_FIX), "")
 
 
 def nothing_readable(path: str | Path, what: str, reasons: Sequence[str] = (),
@@ -138,18 +134,7 @@ def nothing_readable(path: str | Path, what: str, reasons: Sequence[str] = (),
 def read_jsonl(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> list[tuple[int, dict]]:
     """(line number, object) of every non-blank line of a UTF-8 JSONL file; a line that is not
     a JSON object is an `error` naming the file and line."""
-    records = []
-    for number, line in enumerate(read_text(path, error).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise error(f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise error(f"{path} line {number}: not a JSON object")
-        records.append((number, record))
-    return records
+    return _read(path, error, lambda p: list(read_jsonl_records(p, None, ENCODING, None, utf8_fix, BINARY_FIX)), [])
 
 
 def read_csv(path: str | Path, error: type[BenchmarkError] = BenchmarkError) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -213,14 +198,103 @@ def problems_of(groups: dict[str, dict], kinds: Sequence[str] = tuple(PROBLEMS))
     return [Problem(kind, list(g[kind]), name) for name, g in groups.items() for kind in kinds if g.get(kind)]
 
 
+# ------------------------------------------------------------------ finished parts of an interrupted run
+
+PARTIAL_DIR = "partial"  # <out>/partial/<part>.json: the parts a run finished so far, not results
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a part is a file of partial/
+
+
+def file_stats(paths: Sequence[str | Path]) -> list[list]:
+    """[path, size, mtime_ns] of every file of `paths` (a folder: every file below it, hidden ones
+    such as .git/ left out): what tells one version of a data set or model folder from another
+    without reading it. A missing path is listed with None."""
+    stats = []
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(path).parts)) if path.is_dir() else [path]
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                stats.append([str(file.absolute()), None, None])
+                continue
+            stats.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    return stats
+
+
+def saved_parts(out_dir: str | Path) -> list[str]:
+    """The parts an interrupted run left in `out_dir`/partial/ (whatever produced them)."""
+    folder = Path(out_dir) / PARTIAL_DIR
+    return sorted(p.stem for p in folder.glob("*.json") if _NAME.match(p.stem)) if folder.is_dir() else []
+
+
+class Partial:
+    """The parts of a run finished so far, each written to `<out>/partial/<part>.json` as soon as
+    it is done (atomically: a kill leaves a part whole or absent) with the fingerprint of what
+    produced it. `get` gives back a part saved under the same fingerprint (None otherwise: the
+    part is run again and `put` replaces it). The fingerprint is computed at the first use,
+    so a benchmark that never saves parts costs nothing."""
+
+    def __init__(self, out_dir: str | Path, fingerprint: Callable[[], dict]):
+        self.folder = Path(out_dir) / PARTIAL_DIR
+        self._fingerprint, self._value = fingerprint, None
+        self.reused: list[str] = []
+        self.changed: set[str] = set()  # what differs (model, options, data) from the interrupted run's
+
+    @property
+    def fingerprint(self) -> dict:
+        if self._value is None:
+            self._value = json.loads(json.dumps(self._fingerprint(), default=str))  # as it reads back from a file
+        return self._value
+
+    def _path(self, part: str) -> Path:
+        if not _NAME.match(part):
+            raise ValueError(f"{part!r}: a part's name is a file name (letters, digits, _ and -)")
+        return self.folder / f"{part}.json"
+
+    def get(self, part: str, valid: Callable[[Any], bool] = lambda value: True) -> Any:
+        """What `put` saved for `part` under this fingerprint, if `valid`; else None."""
+        try:
+            saved = json.loads(self._path(part).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # not there (or not readable): run the part
+        if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), dict):
+            return None
+        if saved["fingerprint"] != self.fingerprint:
+            old, new = saved["fingerprint"], self.fingerprint
+            self.changed |= {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+            return None
+        if "value" not in saved or not valid(saved["value"]):
+            return None
+        self.reused.append(part)
+        return saved["value"]
+
+    def put(self, part: str, value: Any) -> None:
+        path = self._path(part)
+        text = json.dumps({"fingerprint": self.fingerprint, "value": value}, ensure_ascii=False) + "\n"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def notes(self) -> list[str]:
+        """What the summary says of the interrupted run: the parts read back, or why none were."""
+        lines = [f"{', '.join(self.reused)}: read back from {self.folder} (finished by an interrupted run with "
+                 f"the same model, options and data)"] if self.reused else []
+        if self.changed:
+            lines.append(f"{self.folder}: parts of an interrupted run were run again (different "
+                         f"{', '.join(sorted(self.changed))})")
+        return lines
+
+
 @dataclass(kw_only=True)
 class Context:
-    """How a benchmark is run, beside its options: batching, progress, and how to open another
-    model its options name (the kNN embedder of multiple choice)."""
+    """How a benchmark is run, beside its options: batching, progress, how to open another
+    model its options name (the kNN embedder of multiple choice), and where finished parts
+    are saved and read back (None: nowhere)."""
 
     batch_size: int = 8
     progress: bool = True
     load_lm: Callable[[str], LocalLM] = load_lm
+    partial: Partial | None = None
 
 
 def option(default: Any = None, help: str = "", factory: Callable[[], Any] | None = None) -> Any:
@@ -273,6 +347,12 @@ def fit(lm: LocalLM, item: Item, reserve: int, shrinkable: bool) -> tuple[int, P
             return dropped, prompt, n
     dropped = len(item.prompts) - 1
     return (dropped, item.prompts[-1], n) if shrinkable and n < lm.max_length else (dropped, None, n)
+
+
+def method_used(method: Method, rankable: bool, why: str) -> str:
+    """How items were answered under `method`, in words where it does not apply: items with no
+    choices to rank are generated in loglik mode too (`answer_items`)."""
+    return f"generate (loglik does not apply: {why})" if method == "loglik" and not rankable else method
 
 
 def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate", max_new_tokens: int = 32,
@@ -332,22 +412,30 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
 RESULT_FILES = ("predictions.jsonl", "metrics.json", "table.md")
 HEADLINE_FILE = "headline.json"  # a checkpoint sweep's cache mark, written into the folder once it is in place
 REPLACEABLE = (*RESULT_FILES, HEADLINE_FILE)  # what a results folder may hold, replaced with it
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def _results_in(out_dir: str | Path) -> list[str]:
+    """What `out_dir` holds besides the finished parts of an interrupted run."""
+    folder = Path(out_dir)
+    return [p.name for p in folder.iterdir() if p.name != PARTIAL_DIR] if folder.is_dir() else []
 
 
 def _staged(out_dir: str | Path, overwrite: bool) -> StagedFolder:
     """The results folder, to be built beside `out_dir` and moved into place (tokenizer.folders):
-    results there are replaced only with `overwrite`, a folder holding anything else never."""
+    results there are replaced only with `overwrite`, a folder holding anything else never. A
+    folder holding only partial/ is the run being resumed: replaced without `overwrite`."""
     try:
-        return StagedFolder(out_dir, replace=overwrite, owned=REPLACEABLE, what="results", option="--overwrite")
+        return StagedFolder(out_dir, replace=overwrite or not _results_in(out_dir), owned=(*REPLACEABLE, PARTIAL_DIR),
+                            what="results", option="--overwrite")
     except FolderExistsError as e:
         raise OutputError(str(e)) from None
 
 
 def check_out(out_dir: str | Path, overwrite: bool) -> bool:
     """Whether the results to be written to `out_dir` replace others: an OutputError when it holds
-    results and `overwrite` is False, or holds anything else. Called before any model work."""
-    return _staged(out_dir, overwrite).check()
+    results and `overwrite` is False, or holds anything else. Called before any model work. The
+    finished parts of an interrupted run (partial/) are not results: they are resumed."""
+    return _staged(out_dir, overwrite).check() and bool(_results_in(out_dir))
 
 
 def write_results(out_dir: str | Path, result: Result, overwrite: bool = True) -> Path:

@@ -12,10 +12,12 @@ Extra views, never replacing the official one: the text-only subset, the require
 (blocks B and E) alone, and the number of prohibited choices (kinki) picked.
 
 Putting the exam to a model (`evaluate`) uses the published baseline prompt: the system
-message 医師国家試験を解きます。, the three few-shot examples of prompts/prompt.jsonl as
-user/assistant turns, then the question (`format_question`). Greedy generation is read by
-`extract_answer`; log-likelihood mode ranks the choice letters (or texts) and picks as many
-as the question has answers.
+message 医師国家試験を解きます。, the three few-shot examples of the repository's
+scripts/prompts/prompt.jsonl (or prompts/prompt.jsonl) as user/assistant turns, then the
+question (`format_question`). Greedy generation is read by `extract_answer`; log-likelihood
+mode ranks the choice letters (or texts) and picks as many as the question has answers, and
+generates the numeric-entry questions (no choices to rank), which the settings and the
+summary say.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 from slm.config import Config, ConfigError
-from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
-                              problems_of, read_jsonl)
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items,
+                              method_used, option, problems_of, read_jsonl)
 from slm.lm import LocalLM
 
 ALWAYS_CORRECT = {"116A71"}
@@ -225,16 +227,22 @@ def overall(years: dict[str, dict]) -> dict:
     return {**pooled, "accuracy": pooled["correct"] / max(pooled["questions"], 1)}
 
 
-def table(result: dict) -> str:
-    """The report's Table 2 row as Markdown: points/total (accuracy) per year, then the extra views."""
-    lines = ["| year | score | accuracy | text-only accuracy | required (B+E) | prohibited picked |",
-             "|---|---|---|---|---|---|"]
+def table(result: dict, counted: Sequence[str] = ()) -> str:
+    """The report's Table 2 row as Markdown: points/total (accuracy) per year, then the extra
+    views, then how many questions were of each `counted` kind of problem (a model run's
+    unparsed and not_answered: a low score of a model that wrote nothing readable says so)."""
+    counts = [kind.replace("_", " ") for kind in counted]
+    lines = ["| year | score | accuracy | text-only accuracy | required (B+E) | prohibited picked |"
+             + "".join(f" {c} |" for c in counts), "|---|---|---|---|---|---|" + "---|" * len(counts)]
     for year, y in result["years"].items():
         lines.append(f"| {year} | {y['points']}/{y['total']} | {y['accuracy']:.1%} | {y['text_only_accuracy']:.1%} | "
-                     f"{y['required_points']}/{y['required_total']} | {y['kinki_picked']} |")
+                     f"{y['required_points']}/{y['required_total']} | {y['kinki_picked']} |"
+                     + "".join(f" {len(y[kind])}/{y['questions']} |" for kind in counted))
     if len(result["years"]) > 1:
         o = result["overall"]
-        lines.append(f"| all | {o['points']}/{o['total']} | {o['accuracy']:.1%} | | | |")
+        pooled = [sum(len(y[kind]) for y in result["years"].values()) for kind in counted]
+        lines.append(f"| all | {o['points']}/{o['total']} | {o['accuracy']:.1%} | | | |"
+                     + "".join(f" {n}/{o['questions']} |" for n in pooled))
     return "\n".join(lines) + "\n"
 
 
@@ -242,7 +250,10 @@ def table(result: dict) -> str:
 
 SYSTEM = "医師国家試験を解きます。"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-SHOTS_FILE = Path("prompts") / "prompt.jsonl"
+# where the repository keeps its few-shot examples: scripts/prompts/ in the official IgakuQA
+# repository, prompts/ in copies that keep only the data and the prompts (the sample)
+SHOTS_FILES = (Path("scripts") / "prompts" / "prompt.jsonl", Path("prompts") / "prompt.jsonl")
+NUMERIC_ANSWERS = "numeric-entry answers, no choices to rank"  # why loglik generates those questions
 
 
 def format_question(q: Question) -> str:
@@ -264,13 +275,16 @@ def conversation(q: Question, shots: list[Question]) -> list[dict]:
     return messages + [{"role": "user", "content": format_question(q)}]
 
 
-def find_shots(data_dir: str | Path) -> Path | None:
-    """prompts/prompt.jsonl of the IgakuQA repository that `data_dir` is (or whose data/ it is)."""
+def shots_places(data_dir: str | Path) -> list[Path]:
+    """Where the few-shot examples of the IgakuQA repository that `data_dir` is (or whose data/
+    it is) may be, in the order they are looked for."""
     data_dir = Path(data_dir)
-    for root in (data_dir, data_dir.parent):
-        if (root / SHOTS_FILE).is_file():
-            return root / SHOTS_FILE
-    return None
+    return [root / file for root in (data_dir, data_dir.parent) for file in SHOTS_FILES]
+
+
+def find_shots(data_dir: str | Path) -> Path | None:
+    """The first of `shots_places` that is a file, or None."""
+    return next((path for path in shots_places(data_dir) if path.is_file()), None)
 
 
 def load_shots(path: str | Path) -> list[Question]:
@@ -300,7 +314,8 @@ class PromptOptions(Config):
 
     method: Method = option("generate", "generate greedily, or rank the choices by log-likelihood (base models)")
     shots: int = option(3, "few-shot examples (published: 3)")
-    shots_file: str | None = option(None, "the few-shot examples (default: prompts/prompt.jsonl beside the data)")
+    shots_file: str | None = option(None, "the few-shot examples (default: the repository's "
+                                          "scripts/prompts/prompt.jsonl or prompts/prompt.jsonl)")
     loglik_target: Literal["letter", "text"] = option(
         "letter", "loglik ranks the choice letters after 答え:, or the choice texts (per character) for models "
                   "that do not map letters to choices")
@@ -328,6 +343,9 @@ def item(q: Question, shots: list[Question], loglik_target: str, labels: str | N
                 normalize=loglik_target == "text")
 
 
+RUN_PROBLEMS = ("unparsed", "not_answered")  # what a model run lists per year (and its table counts)
+
+
 def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question], options: Options = Options(),
              context: Context = Context()) -> dict:
     """Put every question to the model and score the answers by the official rules.
@@ -338,12 +356,12 @@ def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question],
     """
     method, loglik_target = options.method, options.loglik_target
     items = [item(q, shots, loglik_target) for q in questions.values()]
-    answers = answer_items(lm, items, method, options.max_new_tokens, context.batch_size, stop_at_newline=True,
-                           progress=context.progress)
+    answers = answer_items(lm, items, method=method, max_new_tokens=options.max_new_tokens,
+                           batch_size=context.batch_size, stop_at_newline=True, progress=context.progress)
     extracted = {pid: extract_answer(a.output, questions[pid]) for pid, a in answers.items()}
     result = score(questions, {pid: e or "" for pid, e in extracted.items()})
     for y in result["years"].values():
-        y.update(unparsed=[], not_answered=[], shots_dropped=0)
+        y.update({kind: [] for kind in RUN_PROBLEMS}, shots_dropped=0)
     for row in result["questions"]:
         a, q = answers[row["problem_id"]], questions[row["problem_id"]]
         y = result["years"][q.year]
@@ -356,6 +374,10 @@ def evaluate(lm: LocalLM, questions: dict[str, Question], shots: list[Question],
     result["settings"] = {"model": lm.name, "chat": lm.chat, "method": method, "shots": len(shots),
                           "loglik_target": loglik_target if method == "loglik" else None,
                           "max_new_tokens": options.max_new_tokens}
+    numeric = sum(not q.choices for q in questions.values())
+    if numeric:
+        result["settings"]["numeric_entry"] = {"questions": numeric,
+                                               "method": method_used(method, rankable=False, why=NUMERIC_ANSWERS)}
     return result
 
 
@@ -374,6 +396,7 @@ def headline(result: dict) -> dict[str, float]:
 class Exam:
     questions: dict[str, Question]
     shots: list[Question]
+    shots_file: Path | None = None  # where the shots were read (None: no shots)
 
 
 def load(data: Sequence[str], options: Options) -> Exam:
@@ -385,27 +408,43 @@ def load(data: Sequence[str], options: Options) -> Exam:
         if missing:
             raise IgakuQAError(f"{folder}: no questions for year(s) {sorted(missing)}")
         questions = {pid: q for pid, q in questions.items() if q.year in options.years}
-    return Exam(questions, shots_for(folder, options))
+    shots_file, shots = shots_source(folder, options)
+    return Exam(questions, shots, shots_file)
 
 
-def shots_for(folder: str | Path, options: PromptOptions) -> list[Question]:
-    """The few-shot examples the options ask for: from `shots_file`, else prompts/prompt.jsonl beside the data."""
+def shots_source(folder: str | Path, options: PromptOptions) -> tuple[Path | None, list[Question]]:
+    """(the file, the few-shot examples) the options ask for: from `shots_file`, else the first of
+    `shots_places` there is; (None, []) for 0 shots."""
     if not options.shots:
-        return []
-    path = options.shots_file or find_shots(folder)
+        return None, []
+    path = Path(options.shots_file) if options.shots_file else find_shots(folder)
     if path is None:
-        raise IgakuQAError(f"{folder}: no {SHOTS_FILE} beside the data for the {options.shots} few-shot "
-                           f"examples; name the file (shots_file), or ask for 0 shots")
+        places = ", ".join(str(p) for p in shots_places(folder))
+        raise IgakuQAError(f"{folder}: no {SHOTS_FILES[1]} beside the data, nor {SHOTS_FILES[0]}, for the "
+                           f"{options.shots} few-shot examples (looked for {places}); name the file (shots_file), "
+                           f"or ask for 0 shots")
     shots = load_shots(path)[: options.shots]
     if len(shots) < options.shots:
         raise IgakuQAError(f"{path}: {len(shots)} examples, {options.shots} asked for")
-    return shots
+    return path, shots
+
+
+def shots_for(folder: str | Path, options: PromptOptions) -> list[Question]:
+    """The few-shot examples the options ask for (`shots_source` without the file)."""
+    return shots_source(folder, options)[1]
 
 
 def run(lm: LocalLM, exam: Exam, options: Options, context: Context) -> Result:
     result = evaluate(lm, exam.questions, exam.shots, options, context)
-    metrics = {"settings": result["settings"], "overall": result["overall"], "years": result["years"]}
-    return Result(result["questions"], metrics, headline(result), table(result), problems_of(result["years"]))
+    settings = {**result["settings"], "shots_file": str(exam.shots_file) if exam.shots_file else None}
+    notes = [f"few-shot examples: {len(exam.shots)} from {exam.shots_file}"] if exam.shots_file else []
+    numeric = settings.get("numeric_entry")
+    if numeric and numeric["method"] != options.method:  # said once, not per question
+        notes.append(f"{numeric['questions']} numeric-entry question(s): {numeric['method']}, up to "
+                     f"{options.max_new_tokens} new tokens")
+    metrics = {"settings": settings, "overall": result["overall"], "years": result["years"]}
+    return Result(result["questions"], metrics, headline(result), table(result, counted=RUN_PROBLEMS),
+                  problems_of(result["years"]), notes=notes)
 
 
 def score_files(data: Sequence[str], predictions: Sequence[str], options: Options) -> Result:
@@ -421,5 +460,6 @@ def score_files(data: Sequence[str], predictions: Sequence[str], options: Option
 
 
 BENCHMARK = Benchmark(name="igakuqa", options=Options, load=load, run=run, score=score_files,
-                      data_help="the IgakuQA folder (data/<year>/<exam>-<block>.jsonl, prompts/)",
+                      data_help="the IgakuQA repository as published (data/<year>/<exam>-<block>.jsonl, "
+                                "scripts/prompts/prompt.jsonl) or its data/ folder",
                       predictions_help='JSONL of {"problem_id", "prediction"}')

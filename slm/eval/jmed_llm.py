@@ -15,28 +15,31 @@
 among the row's own options only, and makes partial F1 a real substring match. Headline cells: "kappa (accuracy)" and "partial F1 (exact F1)".
 
 Putting the tasks to a model (`evaluate`) uses the official prompts (`conversation`) and
-up to 512 new tokens, greedy; log-likelihood mode ranks a choice task's option letters.
+up to 512 new tokens, greedy (NER answers may be given their own budget); log-likelihood mode
+ranks a choice task's option letters, and generates the NER tasks (free-text answers), which
+metrics.json says per task and the summary once. A task takes hours on a big model: each is
+saved in the output's partial/ as soon as it is finished (slm.eval.harness.Partial), so a
+killed run, rerun, starts at the first unfinished task and writes the same files.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from slm.config import Config, ConfigError
-from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, option,
-                              problems_of, read_csv, read_jsonl)
+from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items,
+                              method_used, option, problems_of, read_csv, read_jsonl)
 from slm.lm import LocalLM
+from slm.metrics import (JMED_CHOICE_TASKS, JMED_NER_TASKS, NO_LETTER, cohen_kappa, exact_f1, f1, first_letter,
+                         parse_list, standalone_letter)
 
-CHOICE_TASKS = {"jmmlu_med": None, "crade": "linear", "rrtnm": None, "smdis": None, "jcsts": "linear"}
-NER_TASKS = ("mrner_disease", "mrner_medicine", "nrner")
+CHOICE_TASKS, NER_TASKS = JMED_CHOICE_TASKS, JMED_NER_TASKS  # owned by slm.metrics: fine-tuning selects by them too
 TASKS = (*CHOICE_TASKS, *NER_TASKS)
+NER_ANSWERS = "free-text answers"  # why log-likelihood ranking does not apply to the NER tasks
 
 
 class JmedLLMError(BenchmarkError):
@@ -95,57 +98,6 @@ def load_task(data_dir: str | Path, task: str) -> list[dict]:
     return checked
 
 
-def first_letter(output: str, letters: str = "ABCDEF") -> str:
-    for char in output or "":
-        if char in letters:
-            return char
-    return "None"
-
-
-def standalone_letter(output: str, letters: str) -> str:
-    """The first of `letters` not inside a word (corrected mode)."""
-    match = re.search(rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])", output or "") if letters else None
-    return match.group(1) if match else "None"
-
-
-def parse_list(output: str) -> list:
-    try:
-        value = ast.literal_eval((output or "").strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return []
-    return value if isinstance(value, list) else []
-
-
-def cohen_kappa(gold: list[str], pred: list[str], weights: str | None) -> float:
-    """Cohen's kappa over the sorted union of labels (as scikit-learn computes it)."""
-    labels = sorted(set(gold) | set(pred))
-    index = {label: i for i, label in enumerate(labels)}
-    n = len(labels)
-    confusion = np.zeros((n, n))
-    for g, p in zip(gold, pred):
-        confusion[index[g], index[p]] += 1
-    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
-    if weights is None:
-        w = 1 - np.eye(n)
-    else:
-        w = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
-    denominator = (w * expected).sum()
-    return float("nan") if denominator == 0 else float(1 - (w * confusion).sum() / denominator)
-
-
-def _f1(recall: float, precision: float) -> float:
-    return 2 * recall * precision / (recall + precision) if recall + precision != 0 else 0.0
-
-
-def exact_f1(gold: list[list], pred: list[list]) -> float:
-    total = 0.0
-    for a, p in zip(gold, pred):
-        a, p = set(a), set(p)
-        hit = len(a & p)
-        total += _f1(hit / len(a) if a else 0.0, hit / len(p) if p else 0.0)
-    return total / len(gold)
-
-
 def partial_f1(gold: list[list], pred: list[list], mode: str) -> float:
     total = 0.0
     for a, p in zip(gold, pred):
@@ -156,7 +108,7 @@ def partial_f1(gold: list[list], pred: list[list], mode: str) -> float:
         else:
             hit_a = sum(any(x in y or y in x for y in p) for x in a)
             hit_p = sum(any(x in y or y in x for y in a) for x in p)
-        total += _f1(hit_a / len(a) if a else 0.0, hit_p / len(p) if p else 0.0)
+        total += f1(hit_p / len(p) if p else 0.0, hit_a / len(a) if a else 0.0)
     return total / len(gold)
 
 
@@ -221,15 +173,19 @@ def load_predictions(path: str | Path, data_dir: str | Path) -> dict[str, list[s
     return align_outputs(path, found, {task: load_task(data_dir, task) for task in found})
 
 
-def table(results: dict[str, dict]) -> str:
-    """The report's Tables 3-4 cells: kappa (accuracy) and partial F1 (exact F1)."""
-    lines = ["| task | score |", "|---|---|"]
+def table(metrics: dict) -> str:
+    """The report's Tables 3-4 cells, kappa (accuracy) and partial F1 (exact F1), from `report`'s
+    metrics, with the rows whose output has no readable answer and those whose output is empty
+    (a 0.00 of a model that wrote nothing says so). Both count the outputs as predictions.jsonl
+    holds them, rows not put to the model (empty) too, so `score` gives the same table back."""
+    lines = ["| task | score | unparsed | empty |", "|---|---|---|---|"]
     for task in TASKS:
-        if task in results:
-            r = results[task]
-            cell = f"{r['kappa']:.2f} ({r['accuracy']:.2f})" if task in CHOICE_TASKS else \
-                f"{r['partial_f1']:.2f} ({r['exact_f1']:.2f})"
-            lines.append(f"| {task} | {cell} |")
+        if task in metrics:
+            m = metrics[task]
+            cell = f"{m['kappa']:.2f} ({m['accuracy']:.2f})" if task in CHOICE_TASKS else \
+                f"{m['partial_f1']:.2f} ({m['exact_f1']:.2f})"
+            unread = len(m["unparsed"]) + len(m["not_answered"])  # listed apart, but no answer either
+            lines.append(f"| {task} | {cell} | {unread}/{m['rows']} | {len(m['empty'])}/{m['rows']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,20 +213,25 @@ def conversation(task: str, row: dict) -> list[dict]:
 def _unparsed(task: str, outputs: list[str], result: dict) -> list[int]:
     """Rows whose output has no answer the evaluator can read (scored as wrong)."""
     if task in CHOICE_TASKS:
-        return [i for i, p in enumerate(result["predictions"]) if p == "None"]
+        return [i for i, p in enumerate(result["predictions"]) if p == NO_LETTER]
     return [i for i, o in enumerate(outputs) if not parse_list(o) and (o or "").strip() != "[]"]
 
 
-def report(results: dict[str, dict], outputs: dict[str, list[str]], mode: str, settings: dict | None = None,
-           errors: dict[str, list[int]] | None = None) -> tuple[list[dict], dict]:
+def report(results: dict[str, dict], outputs: dict[str, list[str]], mode: str, *, settings: dict | None = None,
+           errors: dict[str, list[int]] | None = None,
+           methods: dict[str, str] | None = None) -> tuple[list[dict], dict]:
     """Per-row records ({"task", "index", "output"}: `evaluate.py score jmed-llm` reads them back)
-    and the metrics of every task."""
+    and the metrics of every task: its scores, the rows unparsed and not answered (not put to the
+    model: listed apart), the rows whose output is empty (either), and how it was answered
+    (`methods`, of a model run)."""
     rows, metrics = [], {"mode": mode, **({"settings": settings} if settings else {})}
     for task, r in results.items():
         not_answered = (errors or {}).get(task, [])
         unparsed = [i for i in _unparsed(task, outputs[task], r) if i not in not_answered]
+        empty = [i for i, o in enumerate(outputs[task]) if not (o or "").strip()]
         metrics[task] = {**{k: v for k, v in r.items() if k not in ("predictions", "gold")}, "rows": len(outputs[task]),
-                         "unparsed": unparsed, "not_answered": not_answered}
+                         "unparsed": unparsed, "empty": empty, "not_answered": not_answered,
+                         **({"method": methods[task]} if methods else {})}
         for i, (output, parsed) in enumerate(zip(outputs[task], r["predictions"])):
             rows.append({"task": task, "index": i, "output": output, "parsed": parsed,
                          "answer": r["gold"][i]})
@@ -283,9 +244,11 @@ class Options(Config):
 
     tasks: list[str] = option(factory=lambda: list(TASKS), help=f"the tasks to put, of {', '.join(TASKS)}")
     method: Method = option("generate", "generate, or rank a choice task's option letters by log-likelihood "
-                                        "(NER tasks are always generated)")
+                                        f"(NER tasks are generated either way: {NER_ANSWERS})")
     mode: Literal["upstream", "corrected"] = option("upstream", "scoring: the published evaluator's, or corrected")
     max_new_tokens: int = option(512, "new tokens of a generated answer (official: 512)")
+    ner_max_new_tokens: int | None = option(None, "new tokens of a generated NER answer, a list, generated with "
+                                                  "--method loglik too (default: max_new_tokens)")
 
     def validate(self) -> None:
         if not self.tasks:
@@ -293,6 +256,14 @@ class Options(Config):
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise ConfigError(f"unknown JMED-LLM tasks {unknown}; the tasks are {list(TASKS)}")
+        for name in ("max_new_tokens", "ner_max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+
+    def new_tokens(self, ner: bool) -> int:
+        """The generation budget of a choice task's answers, or of a NER task's (its own if given)."""
+        return self.ner_max_new_tokens if ner and self.ner_max_new_tokens is not None else self.max_new_tokens
 
 
 def load(data: Sequence[str], options: Options) -> dict[str, list[dict]]:
@@ -306,14 +277,32 @@ def evaluate(lm: LocalLM, tasks: dict[str, list[dict]], options: Options = Optio
     """(metrics per task as `score_task` gives them, the raw outputs, rows not put to the model)."""
     results, outputs, errors = {}, {}, {}
     for task, rows in tasks.items():
-        items = [Item(str(i), [conversation(task, r)],
-                      [(L, L) for L in option_letters(r)] if task in CHOICE_TASKS else None) for i, r in enumerate(rows)]
-        answers = answer_items(lm, items, options.method, options.max_new_tokens, context.batch_size,
-                               progress=context.progress)
-        outputs[task] = [answers[str(i)].output for i in range(len(rows))]
-        errors[task] = [i for i in range(len(rows)) if answers[str(i)].error]
+        answered = _answered(lm, task, rows, options, context)
+        outputs[task], errors[task] = answered["outputs"], answered["not_answered"]
         results[task] = score_task(task, rows, outputs[task], options.mode)
     return results, outputs, errors
+
+
+def _answered(lm: LocalLM, task: str, rows: list[dict], options: Options, context: Context) -> dict:
+    """{"outputs", "not_answered"} of one task: read back from `context.partial` when an
+    interrupted run finished it, else put to the model and saved there at once."""
+    def valid(saved) -> bool:
+        return (isinstance(saved, dict) and isinstance(saved.get("outputs"), list)
+                and len(saved["outputs"]) == len(rows) and all(isinstance(o, str) for o in saved["outputs"])
+                and isinstance(saved.get("not_answered"), list))
+
+    saved = context.partial.get(task, valid) if context.partial is not None else None
+    if saved is not None:
+        return saved
+    items = [Item(str(i), [conversation(task, r)],
+                  [(L, L) for L in option_letters(r)] if task in CHOICE_TASKS else None) for i, r in enumerate(rows)]
+    answers = answer_items(lm, items, method=options.method, max_new_tokens=options.new_tokens(ner=task in NER_TASKS),
+                           batch_size=context.batch_size, progress=context.progress)
+    answered = {"outputs": [answers[str(i)].output for i in range(len(rows))],
+                "not_answered": [i for i in range(len(rows)) if answers[str(i)].error]}
+    if context.partial is not None:
+        context.partial.put(task, answered)
+    return answered
 
 
 def headline(metrics: dict) -> dict[str, float]:
@@ -325,10 +314,15 @@ def headline(metrics: dict) -> dict[str, float]:
 
 def run(lm: LocalLM, tasks: dict[str, list[dict]], options: Options, context: Context) -> Result:
     results, outputs, errors = evaluate(lm, tasks, options, context)
-    settings = {"model": lm.name, "chat": lm.chat, "method": options.method, "max_new_tokens": options.max_new_tokens}
-    rows, metrics = report(results, outputs, options.mode, settings, errors)
-    return Result(rows, metrics, headline(metrics), table(results), problems_of({t: metrics[t] for t in results}),
-                  unit="rows")
+    settings = {"model": lm.name, "chat": lm.chat, "method": options.method, "max_new_tokens": options.max_new_tokens,
+                "ner_max_new_tokens": options.new_tokens(ner=True)}
+    methods = {task: method_used(options.method, rankable=task in CHOICE_TASKS, why=NER_ANSWERS) for task in results}
+    rows, metrics = report(results, outputs, options.mode, settings=settings, errors=errors, methods=methods)
+    other = [task for task in results if methods[task] != options.method]  # said once, not per task
+    notes = [f"{', '.join(other)}: {methods[other[0]]}, up to {options.new_tokens(ner=True)} new tokens "
+             f"(ner_max_new_tokens)"] if other else []
+    return Result(rows, metrics, headline(metrics), table(metrics), problems_of({t: metrics[t] for t in results}),
+                  unit="rows", notes=notes)
 
 
 def score_files(data: Sequence[str], predictions: Sequence[str], options: Options) -> Result:
@@ -344,7 +338,7 @@ def score_files(data: Sequence[str], predictions: Sequence[str], options: Option
     results = {task: score_task(task, rows[task], outputs[task], options.mode) for task in rows}
     rows, metrics = report(results, outputs, options.mode)
     missing = [Problem("missing", outputs[task + ":missing"], task) for task in results if outputs.get(task + ":missing")]
-    return Result(rows, metrics, headline(metrics), table(results), missing, unit="rows")
+    return Result(rows, metrics, headline(metrics), table(metrics), missing, unit="rows")
 
 
 BENCHMARK = Benchmark(name="jmed-llm", options=Options, load=load, run=run, score=score_files,

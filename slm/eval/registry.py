@@ -12,6 +12,7 @@ Code outside the package (a hospital's own question set) calls `register` instea
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from slm.config import Config, ConfigError, safe_name
 from slm.eval import igakuqa, igakuqa2025, jmed_llm, mcqa, perplexity, qa
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, write_results
+from slm.eval.harness import Benchmark, BenchmarkError, Context, Partial, Result, file_stats, write_results
 from slm.lm import LocalLM
 
 _BUILTIN = (
@@ -101,12 +102,28 @@ def task(name: str, data: str | Path | Sequence[str | Path], values: Config | di
     return Task(benchmark, chosen, benchmark.load(files, chosen), files)
 
 
-def run(task: Task, lm: LocalLM, out: str | Path | None = None, context: Context = Context(),
-        echo: bool = False, overwrite: bool = True) -> Result:
+def fingerprint(task: Task, lm: LocalLM, model: dict | None = None) -> dict:
+    """What must be the same for an interrupted run's finished parts to be reused: the benchmark,
+    its options, its data files (sizes and times), and the model: its name, how it reads
+    prompts, and what the caller knows of it (`model`: evaluate.py gives its folder's files,
+    dtype and device). Batching is left out: a run that ran out of memory may resume with a
+    smaller --batch-size."""
+    return {"benchmark": task.benchmark.name, "options": task.options.to_dict(), "data": file_stats(task.files),
+            "model": {"name": lm.name, "chat": lm.chat, "max_length": lm.max_length, **(model or {})}}
+
+
+def run(task: Task, lm: LocalLM, out: str | Path | None = None, context: Context = Context(), *,
+        echo: bool = False, overwrite: bool = True, model: dict | None = None) -> Result:
     """Put the task to the model; write its files to `out` (if given) and print its summary (if `echo`).
     The files are moved into place once complete (slm.eval.harness.write_results): results
-    already in `out` are replaced then, or with `overwrite` False are an OutputError."""
+    already in `out` are replaced then, or with `overwrite` False are an OutputError. With `out`,
+    a benchmark run in parts saves each finished part in `out`/partial/ and reads back those an
+    interrupted run finished under the same `fingerprint` (`model` is added to it)."""
+    if out is not None:
+        context = dataclasses.replace(context, partial=Partial(out, lambda: fingerprint(task, lm, model)))
     result = task.benchmark.run(lm, task.data, task.options, context)
+    if context.partial is not None:
+        result.notes += context.partial.notes()
     finish(result, out, echo, overwrite)
     return result
 

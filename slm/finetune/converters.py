@@ -8,7 +8,12 @@ accepts and counts what it cannot use.
 
 JMED-LLM and IgakuQA use the benchmarks' own system prompts and question formats,
 so training looks exactly like evaluation. `jmed_llm_split` keeps out every pool
-row that shares a document with an evaluation row, across all tasks.
+row that shares a document with an evaluation row, across all tasks: the case
+report, radiology report, nursing record, tweet or question stem a row asks about,
+never its template or options (or, at row level, the report's protocol, only the
+evaluation rows themselves, which leaks). Converted JMED-LLM rows carry their task
+and label, and every JMED-LLM conversion saves its task x label table of rows in,
+kept and removed beside the output.
 
 Files are UTF-8 (a byte-order mark is allowed). A file that is not (a Shift_JIS
 CSV saved by a spreadsheet, say) or is not text at all raises a CorpusError naming
@@ -25,15 +30,18 @@ import ast
 import csv
 import io
 import json
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slm.checkpoint import atomic_write
 from slm.config import ConfigError
-from slm.data.readers import UndecodableError, jsonl_records, read_text, utf8_fix
+from slm.data.decontam import canonical
 from slm.finetune.instructions import ENCODING, nothing_usable
-from tokenizer.corpus import CorpusError
+from slm.metrics import JMED_CHOICE_TASKS, JMED_NER_TASKS
+from tokenizer.corpus import CorpusError, UndecodableError, read_jsonl_records, read_text, utf8_fix
 
 BINARY_FIX = "the converters read UTF-8 CSV, JSONL or JSON files (a compressed file? decompress it first)"
 
@@ -101,7 +109,7 @@ def _rows_jsonl(path: Path, out: Converted):
     """(line, object); bad lines are skipped and listed with their reason."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such file", path)
-    return jsonl_records(path, None, ENCODING, _skip_or_raise(out), utf8_fix, BINARY_FIX)
+    return read_jsonl_records(path, None, ENCODING, _skip_or_raise(out), utf8_fix, BINARY_FIX)
 
 
 def _checked(out: Converted, paths: list[Path], what: str) -> Converted:
@@ -109,6 +117,83 @@ def _checked(out: Converted, paths: list[Path], what: str) -> Converted:
     if not out.conversations:
         raise nothing_usable(paths, f"{what} record", len(out.skipped), out.skipped)
     return out
+
+
+# ------------------------------------------------------------------ JMED-LLM rows and their split
+
+JMED_TASKS = (*JMED_CHOICE_TASKS, *JMED_NER_TASKS)  # the order and spelling of slm.eval.jmed_llm.TASKS
+
+# datasets/all/ names its pools after their source corpora, datasets/ the evaluation sets after the
+# tasks. Each pool is one task, except MRNER: the benchmark builds it from the NER rows of MedTxt-CR
+# (CRNER, case reports) and MedTxt-RR (RRNER, radiology reports) by entity type, so the disease rows
+# (tag "d") of both are mrner_disease and the medicine rows of CRNER (tags "m-key", drug names, and
+# "m-val", doses) mrner_medicine; NRNER (nursing records, all three tags) is nrner as a whole.
+JMED_POOLS = {"crade": "crade", "jmmlu-med": "jmmlu_med", "rrtnm": "rrtnm", "smdis": "smdis", "nrner": "nrner"}
+MRNER_POOLS = ("crner", "rrner")
+NO_TASK = "(unknown)"  # how the table names rows from a file that is no JMED-LLM task or pool
+
+# Every task but jmmlu_med (a bare question stem) and jcsts (a sentence pair) asks in one instruction
+# line and quotes its document after it in 「」, to the end of the cell: a case report, a radiology
+# report, a nursing record, a tweet. The instruction line is the task's template with the target.
+_QUOTED = re.compile(r"[^\n]*\n「(.*)」\s*", re.S)
+_SENTENCE_LABEL = re.compile(r"S\d+:\s*")  # jcsts: "S1: ...", "S2: ..." after the instruction line
+
+
+def jmed_llm_task(path: str | Path, row: dict) -> str | None:
+    """The evaluation task of a row by its file's name (see JMED_POOLS); None for another name."""
+    name = Path(path).stem.lower()
+    if name in JMED_TASKS:  # an evaluation set, datasets/<task>.csv
+        return name
+    if name in MRNER_POOLS:
+        tag = (row.get("tag") or "").strip()
+        return "mrner_disease" if tag == "d" else "mrner_medicine" if tag.startswith("m-") else None
+    return JMED_POOLS.get(name)
+
+
+def jmed_llm_documents(question: str, task: str | None) -> tuple[str, ...]:
+    """What a JMED-LLM question is about, in the form documents are compared in (canonical:
+    normalised as `encode` does, NFKC among it, whitespace removed): the quoted document, each
+    sentence of a jcsts pair, the whole stem of a jmmlu_med question. Never the instruction line
+    nor the options, which are the same in every row of a task and would make any two rows of it
+    look alike. A question in neither layout is its own document: its template then counts too,
+    which can remove more rows, never fewer."""
+    quoted = None if task == "jmmlu_med" else _QUOTED.fullmatch(question)
+    if quoted:
+        texts = [quoted.group(1)]
+    elif task == "jcsts":
+        texts = [_SENTENCE_LABEL.sub("", line, count=1) for line in question.split("\n")[1:]]
+    else:
+        texts = [question]
+    return tuple(d for d in map(canonical, texts) if d)
+
+
+@dataclass
+class JmedRow:
+    """One row of a JMED-LLM file as the split and its table see it."""
+
+    task: str | None
+    label: str | None  # a choice row's answer letter; None for NER rows (a list each) and unusable rows
+    choice: bool
+    documents: tuple[str, ...]
+    prompt: tuple[str, str] | None = None  # (system, user); None without a question
+    conversation: list[dict] | None = None  # None: malformed (the reason is in `skipped`)
+
+
+@dataclass
+class JmedRows(Converted):
+    """Converted JMED-LLM rows, and every row read (malformed ones too) with its task, label and
+    documents: an evaluation row that cannot be converted still has a document to keep out."""
+
+    rows: list[JmedRow] = field(default_factory=list)
+
+    def keep(self, row: JmedRow) -> None:
+        """A usable row, converted already: its conversation joins the conversations."""
+        self.rows.append(row)
+        self.conversations.append(row.conversation)
+
+    def tags(self) -> list[dict]:
+        """{"task", "label"} of each conversation, in order: written beside its messages."""
+        return [{"task": r.task, "label": r.label} for r in self.rows if r.conversation is not None]
 
 
 def jmed_llm_user(row: dict) -> tuple[str, str]:
@@ -120,53 +205,193 @@ def jmed_llm_user(row: dict) -> tuple[str, str]:
     return JMED_CHOICE_SYSTEM, f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {o}\n" for L, o in options)
 
 
-def convert_jmed_llm(paths: list[str | Path]) -> Converted:
+def convert_jmed_llm(paths: list[str | Path]) -> JmedRows:
     """JMED-LLM CSVs: choice tasks (question, optionA..F, answer letter) and NER tasks
-    (tag, question, answer as a Python list literal)."""
-    out, paths = Converted(), [Path(p) for p in paths]
+    (tag, question, answer as a Python list literal). Each row keeps its task (by file name,
+    jmed_llm_task), its label (the answer letter; none for NER) and its documents."""
+    out, paths = JmedRows(), [Path(p) for p in paths]
     for path in paths:
         for number, row in _csv(path, out):
             where = f"{path} line {number}"
-            if not (row.get("question") or "").strip():
+            task, question = jmed_llm_task(path, row), row.get("question") or ""
+            choice = any((row.get(f"option{L}") or "").strip() for L in "ABCDEF")
+            if not question.strip():
                 out.skipped.append(f"{where}: empty question")
+                out.rows.append(JmedRow(task, None, choice, ()))
                 continue
             system, user = jmed_llm_user(row)
             answer = (row.get("answer") or "").strip()
-            if system == JMED_NER_SYSTEM:
+            unusable = None
+            if not choice:
                 try:
                     value = ast.literal_eval(answer)  # never eval(): the cell is data
                 except (ValueError, SyntaxError):
                     value = None
                 if not isinstance(value, list):
-                    out.skipped.append(f"{where}: answer {answer[:40]!r} is not a list literal")
-                    continue
+                    unusable = f"answer {answer[:40]!r} is not a list literal"
             elif answer not in LETTERS[:6] or not (row.get(f"option{answer}") or "").strip():
-                out.skipped.append(f"{where}: answer {answer!r} is not one of the row's options")
+                unusable = f"answer {answer!r} is not one of the row's options"
+            documents = jmed_llm_documents(question, task)
+            if unusable:
+                out.skipped.append(f"{where}: {unusable}")
+                out.rows.append(JmedRow(task, None, choice, documents, (system, user)))
                 continue
             out.add(system, user, answer)
+            out.rows.append(JmedRow(task, answer if choice else None, choice, documents, (system, user),
+                                    out.conversations[-1]))
     return _checked(out, paths, "JMED-LLM")
 
 
-def jmed_llm_split(pool: Converted, evaluation: Converted, ngram: int = 50) -> tuple[Converted, int]:
-    """The pool without every row that shares a document with any evaluation row.
+class _HeldDocuments:
+    """The evaluation rows' documents, and whether another document shares one of them.
 
-    Rows about the same case report differ only in their target; a shared stretch of
-    `ngram` characters of the question marks a shared document. Returns the kept rows
-    and how many were removed.
+    A document at least `ngram` characters long shares one when they have an `ngram`-character
+    span in common (a case report asked about with another target, or quoted in part). A shorter
+    one (a tweet) has no such span, so it shares when it equals an evaluation document or one
+    contains the other."""
+
+    def __init__(self, documents, ngram: int):
+        self.ngram = ngram
+        self.exact = {d for d in documents if d}
+        self.short = [d for d in self.exact if len(d) < ngram]
+        self.grams = {d[i : i + ngram] for d in self.exact for i in range(len(d) - ngram + 1)}
+        self.joined = "\0".join(self.exact)  # NUL: no CSV text holds one, so no match spans two documents
+        self._seen: dict[str, bool] = {}  # rows share documents: each is compared once
+
+    def shares(self, document: str) -> bool:
+        if document not in self._seen:
+            n, d = self.ngram, document
+            self._seen[d] = (d in self.exact or any(d[i : i + n] in self.grams for i in range(len(d) - n + 1))
+                             or (len(d) < n and d in self.joined) or any(s in d for s in self.short))
+        return self._seen[document]
+
+
+SPLIT_LEVELS = ("document", "row")
+REMOVED_AS = ("identical row", "shared document")  # why a pool row is not trained on
+LEAKING = "kept, sharing a document"  # the table's column of kept rows that a row-level split leaks
+
+
+@dataclass
+class JmedSplit:
+    """Which pool rows train and why the others do not, with the task x label table of it."""
+
+    level: str
+    ngram: int
+    pool: JmedRows
+    why: list[str | None]  # per pool row: one of REMOVED_AS, "malformed", or None (kept)
+    shared: list[bool]  # per pool row: it shares a document with an evaluation row
+    evaluation_tasks: dict[str, int]  # evaluation rows per task, for the warnings
+
+    @property
+    def kept(self) -> JmedRows:
+        kept = JmedRows(skipped=list(self.pool.skipped))
+        for row, why in zip(self.pool.rows, self.why):
+            if why is None:
+                kept.keep(row)
+        return kept
+
+    @property
+    def removed(self) -> int:
+        return sum(why in REMOVED_AS for why in self.why)
+
+    @property
+    def leaking(self) -> int:
+        """Kept rows that share a document with an evaluation row (none at document level)."""
+        return sum(why is None and shared for why, shared in zip(self.why, self.shared))
+
+    def table(self) -> list[dict]:
+        """Rows in, kept, removed and why, by task and label, each task's total after its labels
+        (label "all") and the grand total last; NER rows have label "-", unreadable ones "?"."""
+        counts: dict[tuple[str, str], Counter] = {}
+        for row, why, shared in zip(self.pool.rows, self.why, self.shared):
+            label = row.label or ("?" if row.choice else "-")
+            for key in ((row.task or NO_TASK, label), (row.task or NO_TASK, "all"), ("all", "all")):
+                c = counts.setdefault(key, Counter())
+                c["in"] += 1
+                c[why or "kept"] += 1
+                c[LEAKING] += why is None and shared
+        order = {t: i for i, t in enumerate((*JMED_TASKS, NO_TASK, "all"))}
+        keys = sorted(counts, key=lambda k: (order[k[0]], k[1] == "all", k[1]))
+        columns = ("in", "kept", *REMOVED_AS, "malformed", LEAKING)
+        return [{"task": t, "label": label, **{c: counts[t, label][c] for c in columns}} for t, label in keys]
+
+    def warnings(self) -> list[str]:
+        """Tasks without rows to train on or with a single label; the leak of a row-level split."""
+        out = []
+        by_task: dict[str, Counter] = {}
+        for row, why in zip(self.pool.rows, self.why):
+            c = by_task.setdefault(row.task or NO_TASK, Counter())
+            c["in"] += 1
+            if why is None:
+                c[row.label] += 1
+        for task in (*JMED_TASKS, NO_TASK):
+            c = by_task.get(task, Counter())
+            kept = {label: n for label, n in c.items() if label != "in"}
+            if task == NO_TASK:
+                if c:
+                    out.append(f"{task}: {c['in']} rows from files named after no JMED-LLM task or pool "
+                               "(jmed_llm_task): written without a task")
+            elif not c:
+                out.append(f"{task}: no training pool" + (f" (an evaluation set of {self.evaluation_tasks[task]} rows)"
+                                                           if task in self.evaluation_tasks else ""))
+            elif not kept:
+                out.append(f"{task}: no row kept of {c['in']}")
+            elif task in JMED_CHOICE_TASKS and len(kept) == 1:
+                out.append(f"{task}: all kept rows have label {next(iter(kept))}")
+        if self.level == "row":
+            out.append(f"row level LEAKS: {self.leaking} kept rows share a document with an evaluation row (the "
+                       "report's protocol removes only rows identical to an evaluation row)")
+        if not self.evaluation_tasks:
+            out.append("no evaluation set given (--exclude): nothing removed")
+        return out
+
+    def summary(self) -> dict:
+        return {"level": self.level, "ngram": self.ngram, "removed": self.removed, "leaking": self.leaking,
+                "warnings": self.warnings(), "table": self.table()}
+
+    def markdown(self) -> str:
+        rows = self.table()
+        columns = list(rows[0]) if rows else []
+        level = ("document: pool rows sharing a document with an evaluation row are removed" if self.level == "document"
+                 else "row: only rows identical to an evaluation row are removed; the split leaks")
+        lines = [f"JMED-LLM training split, {level} ({self.ngram}-character spans)", "",
+                 "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+        return "\n".join(lines + [""] + [f"warning: {w}" for w in self.warnings()]) + "\n"
+
+    def write(self, out: str | Path) -> tuple[Path, Path]:
+        """<out>.split.json and <out>.split.md, each whole or not at all."""
+        paths = Path(f"{out}.split.json"), Path(f"{out}.split.md")
+        texts = json.dumps(self.summary(), ensure_ascii=False, indent=1) + "\n", self.markdown()
+        for path, text in zip(paths, texts):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        return paths
+
+
+def jmed_llm_split(pool: JmedRows, evaluation: JmedRows, ngram: int = 50, level: str = "document") -> JmedSplit:
+    """The pool's training rows: without every row that shares a document with any evaluation row,
+    of any task (level "document"), or only without rows identical to an evaluation row (level
+    "row", the report's protocol: fine-tuned on every row "except test samples"; it leaks).
+
+    Rows about one case report differ in their target, rows about one tweet in the symptom, so the
+    documents are compared (jmed_llm_documents), never the prompts: the template and options are
+    the same in every row of a task. `ngram` is the span length that marks a shared long document.
     """
-    def grams(conv) -> set[str]:
-        text = conv[1]["content"]
-        return {text[i : i + ngram] for i in range(0, max(len(text) - ngram + 1, 1))}
-
-    held = set().union(*(grams(c) for c in evaluation.conversations)) if evaluation.conversations else set()
-    kept = Converted(skipped=list(pool.skipped))
-    removed = 0
-    for conv in pool.conversations:
-        if grams(conv) & held:
-            removed += 1
+    if level not in SPLIT_LEVELS:
+        raise ConfigError(f"split level {level!r}: choose one of {', '.join(SPLIT_LEVELS)}")
+    held = _HeldDocuments((d for r in evaluation.rows for d in r.documents), ngram)
+    prompts = {r.prompt for r in evaluation.rows if r.prompt}
+    why, shared = [], []
+    for row in pool.rows:
+        shared.append(any(held.shares(d) for d in row.documents))
+        if row.conversation is None:
+            why.append("malformed")
+        elif row.prompt in prompts:  # the same question is the same test item, whatever its answer cell says
+            why.append("identical row")
         else:
-            kept.conversations.append(conv)
-    return kept, removed
+            why.append("shared document" if level == "document" and shared[-1] else None)
+    return JmedSplit(level, ngram, pool, why, shared, dict(Counter(r.task or NO_TASK for r in evaluation.rows)))
 
 
 def convert_igakuqa(paths: list[str | Path]) -> Converted:
@@ -305,17 +530,22 @@ def as_text(conversation: list[dict]) -> str:
     return "\n".join(f"{labels[m['role']]}: {m['content']}" for m in conversation)
 
 
-def write_jsonl(conversations: list[list[dict]], path: str | Path, text: bool = False) -> int:
+def write_jsonl(conversations: list[list[dict]], path: str | Path, text: bool = False,
+                tags: list[dict] | None = None) -> int:
     """Conversations as {"messages": [...]} lines (finetune.py), or as {"text": ...} documents
-    (the corpus pipeline, for instruction-like pretraining data)."""
+    (the corpus pipeline, for instruction-like pretraining data). `tags`, one dict a conversation
+    (JMED-LLM: task and label), go into its record beside them: readers take the keys they know,
+    and slm.finetune.mixture caps and balances by these."""
+    if tags is not None and len(tags) != len(conversations):
+        raise ValueError(f"{len(tags)} tags for {len(conversations)} conversations")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: Path) -> None:  # the file appears only when whole
         with open(tmp, "w", encoding="utf-8") as f:
-            for conv in conversations:
+            for conv, extra in zip(conversations, tags or [{}] * len(conversations)):
                 record = {"text": as_text(conv)} if text else {"messages": conv}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.write(json.dumps({**record, **extra}, ensure_ascii=False) + "\n")
 
     atomic_write(path, write)
     return len(conversations)
@@ -331,6 +561,9 @@ def main(argv=None) -> int:
     p.add_argument("--format", required=True, choices=[*CONVERTERS, "pubmedqa"])
     p.add_argument("--input", nargs="+", required=True)
     p.add_argument("--exclude", nargs="*", default=[], help="JMED-LLM evaluation CSVs whose documents stay out")
+    p.add_argument("--exclude-level", choices=SPLIT_LEVELS, default="document",
+                   help="document: keep out every row sharing a document with an evaluation row (default); row: "
+                        "only rows identical to one (the report's protocol, which leaks)")
     p.add_argument("--out", required=True)
     p.add_argument("--as-text", action="store_true", help="write {'text'} documents for the corpus pipeline")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
@@ -339,18 +572,33 @@ def main(argv=None) -> int:
         if args.format == "pubmedqa" and len(args.input) > 1:
             raise ConfigError("--format pubmedqa reads one file (ori_pqal.json); "
                               f"got {len(args.input)}: {' '.join(args.input)}")
+        if args.exclude and args.format != "jmed-llm":
+            raise ConfigError(f"--exclude keeps JMED-LLM evaluation documents out of JMED-LLM pools; "
+                              f"--format {args.format} has no such split")
         converted = convert_pubmedqa(args.input[0]) if args.format == "pubmedqa" else CONVERTERS[args.format](args.input)
-        removed = 0
-        if args.exclude:
-            converted, removed = jmed_llm_split(converted, convert_jmed_llm(args.exclude))
-        n = write_jsonl(converted.conversations, args.out, text=args.as_text)
+        split, tags = None, None
+        if args.format == "jmed-llm":
+            split = jmed_llm_split(converted, convert_jmed_llm(args.exclude) if args.exclude else JmedRows(),
+                                   level=args.exclude_level)
+            converted = split.kept
+            tags = converted.tags()
+            tables = split.write(args.out)  # before the rows: a training file is never without its table
+        n = write_jsonl(converted.conversations, args.out, text=args.as_text, tags=tags)
     except (CorpusError, ConfigError, OSError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{n} conversations written to {args.out}; {removed} removed as sharing a document with the "
-          f"evaluation sets; {len(converted.skipped)} records skipped" + "".join(f"\n  {s}" for s in converted.skipped[:20]))
+    if split is not None:
+        print(split.markdown(), end="")
+        removed = (f"{split.removed} removed as sharing a document with the evaluation sets"
+                   if split.level == "document" else f"{split.removed} removed as identical to an evaluation row, "
+                                                     f"{split.leaking} kept that share a document with one (leaking)")
+        print(f"{n} conversations written to {args.out} (the split: {tables[0]}, {tables[1]}); {removed}; "
+              f"{len(converted.skipped)} records skipped" + "".join(f"\n  {s}" for s in converted.skipped[:20]))
+        return 0
+    print(f"{n} conversations written to {args.out}; {len(converted.skipped)} records skipped"
+          + "".join(f"\n  {s}" for s in converted.skipped[:20]))
     return 0
 
 

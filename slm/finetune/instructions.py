@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slm.data.readers import ReadErrors, UndecodableError, jsonl_records, utf8_fix
+from slm.data.readers import ReadErrors
 from slm.chat import ChatFormatError, check_messages
-from tokenizer.corpus import CorpusError, list_files
+from tokenizer.corpus import CorpusError, UndecodableError, list_files, read_jsonl_records, utf8_fix
 
 ENCODING = "utf-8"
 BINARY_FIX = "instruction data must be UTF-8 JSONL (a compressed file? decompress it first)"
@@ -72,7 +72,7 @@ def load_conversations(paths: list[str], errors: ReadErrors) -> list[list[dict]]
         errors(error)
 
     for path in files:
-        for line, record in jsonl_records(path, None, ENCODING, skip, utf8_fix, BINARY_FIX):
+        for line, record in read_jsonl_records(path, None, ENCODING, skip, utf8_fix, BINARY_FIX):
             try:
                 conversations.append(to_messages(record))
             except ChatFormatError as e:

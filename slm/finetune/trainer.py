@@ -1,11 +1,16 @@
 """Instruction tuning (report §2.4.2) on the shared training loop (slm.train.trainer): chat-formatted
 examples with the assistant-only loss, NEFTune, full fine-tuning or LoRA, and checkpoints judged
 by what the model answers on a held-out set (greedy), not by loss: published medical fine-tunes
-found that the lowest-loss checkpoint answered worse and degenerated into endless lists.
+found that the lowest-loss checkpoint answered worse and degenerated into endless lists. With
+`metric: task` each held-out conversation that names its benchmark task is scored by that task's
+own metric (Cohen's kappa of the answer letters, F1 of the entity lists), macro-averaged over the
+tasks: on an imbalanced selection set, exact match rewards a model that always answers the
+majority label, where kappa gives it 0.
 
 Here: `FinetuneConfig` (the loop's LoopConfig plus fine-tuning fields), `FinetuneTrainer` (the
 loop's hooks for chat data; the held-out loss is the loop's own), answer scoring, and staged
-fine-tuning. The rows, their loader and the held-out batches are in slm.finetune.data.
+fine-tuning. The rows, their loader and the held-out batches are in slm.finetune.data; the
+per-task mixture and the stratified selection split in slm.finetune.mixture.
 
     python finetune.py --config configs/finetune/sample.yaml --init_from runs/pretrain/x/checkpoints/step-0000300
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -26,13 +32,14 @@ from slm.checkpoint import atomic_write, read_safetensors
 from slm.config import Config, ConfigError, safe_name
 from slm.data.readers import ReadErrors
 from slm.finetune.data import ChatLoader, held_out_batches, pack, truncate
-from slm.finetune.instructions import load_conversations
+from slm.finetune.mixture import NO_TASK, InstructionMixture, Prepared, Tag, describe, prepare, write_report
 from slm.finetune.neftune import NEFTune
 from slm.hf import load_model_folder
 from slm.lm import SLMAdapter, check_tokenizer
 from slm.lora import (ADAPTER_WEIGHTS, LoRAConfig, apply_lora, copy_adapter_tensors, load_adapter, merge_lora,
                       no_decay_parameters, save_adapter)
-from slm.metrics import exact_match, token_f1
+from slm.metrics import (JMED_CHOICE_TASKS, JMED_NER_TASKS, NO_LETTER, cohen_kappa, exact_f1, exact_match, normalize,
+                         parse_list, standalone_letter, token_f1)
 from slm.train.config import LoopConfig, OptimConfig
 from slm.train.optim import param_groups
 from slm.train.trainer import Trainer, run_to_end
@@ -63,18 +70,26 @@ class StageConfig(Config):
 class FinetuneConfig(LoopConfig):
     """The loop's settings (LoopConfig) with the report's instruction-tuning defaults: AdamW weight
     decay 0.01, β (0.9, 0.95), 50 warmup steps to 1e-4, cosine; NEFTune α = 5. The base model is
-    `init_from` as it is (its tokenizer gains the chat tokens): pretraining's fields (data, mixture,
-    model, model_overrides, doc_masking, eval) are not fields here, so setting one is an unknown-key
-    error, not a silent no-op."""
+    `init_from` as it is (its tokenizer gains the chat tokens): pretraining's fields (data, model,
+    model_overrides, doc_masking, eval) are not fields here, so setting one is an unknown-key
+    error, not a silent no-op. `mixture` is this stage's own: it blends benchmark tasks (cap,
+    weights, balance_labels), not prepared sources; a pretraining mixture (epochs, curriculum) is an
+    unknown key of it, and a task it names must occur in the data."""
 
     out: str = "runs/finetune"
     train_files: list[str] = dataclasses.field(default_factory=list)  # chat/instruction JSONL
     eval_files: list[str] = dataclasses.field(default_factory=list)  # held out: judges the checkpoints
+    # Without eval_files: this fraction of the training conversations held out instead, stratified
+    # by (task, label) and never trained on. 0: no selection set (checkpoints are not judged).
+    selection_fraction: float = 0.0
+    mixture: InstructionMixture = dataclasses.field(default_factory=InstructionMixture)
     pack: bool = False  # several short examples per row, kept apart by document masking
     neftune_alpha: float = 5.0  # 0 switches NEFTune off
     lora: bool = False
     lora_config: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
-    metric: Literal["exact", "char_f1"] = "exact"
+    # task: each held-out conversation with a task by its benchmark's metric, macro-averaged over the
+    # tasks (those without a task by exact); exact / char_f1: the mean over all answers.
+    metric: Literal["task", "exact", "char_f1"] = "exact"
     eval_max_new_tokens: int = 64
     eval_every: int = 0  # steps between held-out losses; 0: only before and after training
     strict: bool = False  # stop at the first malformed record instead of counting it
@@ -88,8 +103,15 @@ class FinetuneConfig(LoopConfig):
             raise ConfigError("FinetuneConfig.init_from must name the base model's checkpoint folder")
         if not self.train_files and not self.stages:
             raise ConfigError("FinetuneConfig.train_files is empty (and there are no stages)")
+        if not 0 <= self.selection_fraction < 1:
+            raise ConfigError(f"FinetuneConfig.selection_fraction must be in [0, 1), got {self.selection_fraction}")
+        if self.selection_fraction and self.eval_files:
+            raise ConfigError("FinetuneConfig: give eval_files or selection_fraction, not both (the selection set "
+                              "is either held out in files or split off the training files)")
         super().validate()
 
+
+MIXTURE_FILE = "mixture.json"  # in the run folder: the task x label counts before and after the mixture
 
 CHAT_EXAMPLE = [{"role": "system", "content": "{system}"}, {"role": "user", "content": "{user}"},
                 {"role": "assistant", "content": "{answer}"}]
@@ -98,6 +120,58 @@ CHAT_EXAMPLE = [{"role": "system", "content": "{system}"}, {"role": "user", "con
 def score(prediction: str, reference: str, metric: str) -> float:
     """exact: equal after NFKC and without whitespace; char_f1: F1 over characters (Japanese has no words)."""
     return (exact_match if metric == "exact" else token_f1)(prediction, reference, unit="chars")
+
+
+_OPTION_LINE = re.compile(r"^([A-H])\. ", re.MULTILINE)
+
+
+def prompt_letters(conversation: list[dict]) -> str:
+    """The option letters of a choice prompt: its `A. ...` lines (after 選択肢:, JMED-LLM's header
+    of the options, where there is one)."""
+    user = next((m["content"] for m in reversed(conversation) if m["role"] == "user"), "")
+    return "".join(dict.fromkeys(_OPTION_LINE.findall(user.split("選択肢:")[-1])))
+
+
+def task_score(task: str | None, conversations: list[list[dict]], tags: list[Tag], preds: list[str]) -> float:
+    """One task's own metric over its held-out answers. An NER task (JMED-LLM's): exact F1 of the
+    entity sets, each read as a Python list literal. A task whose conversations all have a label:
+    Cohen's kappa of the labels read from the answers (as JMED-LLM weighs the task: linear for its
+    ordinal scales), so a constant answer scores 0; option letters are read as JMED-LLM's corrected
+    mode reads them (the first standing alone among the prompt's letters, else among the task's
+    labels), other labels as the whole answer. No task, or no labels: exact match."""
+    refs = [c[-1]["content"] for c in conversations]
+    if task in JMED_NER_TASKS:
+        return exact_f1([parse_list(r) for r in refs], [parse_list(p) for p in preds])
+    if task is None or any(t.label is None for t in tags):
+        return sum(score(p, r, "exact") for p, r in zip(preds, refs)) / len(refs)
+    labels = sorted({t.label for t in tags})
+    if all(re.fullmatch("[A-H]", label) for label in labels):
+        read = [standalone_letter(p, prompt_letters(c) or "".join(labels)) for p, c in zip(preds, conversations)]
+    else:
+        names = {normalize(label, "chars"): label for label in labels}
+        read = [names.get(normalize(p, "chars"), NO_LETTER) for p in preds]
+    kappa = cohen_kappa([t.label for t in tags], read, JMED_CHOICE_TASKS.get(task))
+    # NaN: one label throughout, answered perfectly; agreement beyond chance cannot show, so 0
+    return 0.0 if math.isnan(kappa) else kappa
+
+
+def judge_answers(conversations: list[list[dict]], tags: list[Tag], preds: list[str], metric: str) -> dict:
+    """{metric: value}, and the value of each task ("per_task", NO_TASK for conversations without
+    one) when the metric is `task` or the conversations have tasks. `task`: the mean over the tasks
+    present (macro: a large task does not drown a small one); exact / char_f1: over all answers."""
+    groups: dict[str, list[int]] = {}
+    for i, tag in enumerate(tags):
+        groups.setdefault(tag.task or NO_TASK, []).append(i)
+    if metric == "task":
+        per_task = {name: task_score(None if name == NO_TASK else name, [conversations[i] for i in members],
+                                     [tags[i] for i in members], [preds[i] for i in members])
+                    for name, members in sorted(groups.items())}
+        value = sum(per_task.values()) / len(per_task)
+    else:
+        scores = [score(p, c[-1]["content"], metric) for p, c in zip(preds, conversations)]
+        per_task = {name: sum(scores[i] for i in members) / len(members) for name, members in sorted(groups.items())}
+        value = sum(scores) / len(scores)
+    return {metric: value, **({"per_task": per_task} if metric == "task" or any(t.task for t in tags) else {})}
 
 
 @torch.no_grad()
@@ -110,21 +184,32 @@ def answer(model, tok, conversations: list[list[dict]], max_new_tokens: int,
     return [c.text for c in completions]
 
 
-def evaluate_answers(model, tok, conversations, metric: str, max_new_tokens: int) -> tuple[float, list[str]]:
+def evaluate_answers(model, tok, conversations: list[list[dict]], tags: list[Tag], *, metric: str,
+                     max_new_tokens: int) -> tuple[dict, list[str]]:
+    """(`judge_answers` of the greedy answers, the answers)."""
     preds = answer(model, tok, conversations, max_new_tokens)
-    refs = [c[-1]["content"] for c in conversations]
-    return sum(score(p, r, metric) for p, r in zip(preds, refs)) / len(refs), preds
+    return judge_answers(conversations, tags, preds, metric), preds
+
+
+def prepared(config: FinetuneConfig, errors: ReadErrors) -> Prepared:
+    """The run's training and held-out conversations (slm.finetune.mixture.prepare of its fields)."""
+    return prepare(train_files=config.train_files, eval_files=config.eval_files, mixture=config.mixture,
+                   selection_fraction=config.selection_fraction, seed=config.seed, errors=errors)
 
 
 class FinetuneTrainer(Trainer):
     config: FinetuneConfig
+    stage = "finetune"
 
     def setup(self) -> None:
         config = self.config
         errors = ReadErrors(strict=config.strict)  # the data first: a bad file stops the run before any model work
-        train = load_conversations(config.train_files, errors)
-        self.eval_conversations = load_conversations(config.eval_files, errors) if config.eval_files else []
+        data = prepared(config, errors)
+        train, self.eval_conversations, self.eval_tags = data.train, data.held_out, data.held_out_tags
         self.read_errors = errors
+        if self.run.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_report(data.report, self.out / MIXTURE_FILE)
         base = Path(config.init_from)
         self.tok = load_tokenizer(model_tokenizer_dir(base))  # ours, or a transformers model's own
         self.model = load_model_folder(base).float()
@@ -144,8 +229,12 @@ class FinetuneTrainer(Trainer):
         self.neftune = NEFTune(self.model, config.neftune_alpha) if config.neftune_alpha > 0 else None
         self.best = self._best_so_far()  # resuming: the best so far is still the one to beat
         if self.run.main:
+            held = "split off the training files" if config.selection_fraction else "held out"
             print(f"instruction tuning: {len(train)} conversations in {len(rows)} rows, {len(self.eval_conversations)} "
-                  f"held out; {errors.total} malformed records skipped" + "".join(f"\n  {e}" for e in errors.examples[:5]))
+                  f"{held}; {errors.total} malformed records skipped" + "".join(f"\n  {e}" for e in errors.examples[:5]))
+            if any(t.task for t in data.train_tags + data.held_out_tags):
+                print(f"tasks (label: conversations before -> after the mixture; {MIXTURE_FILE}):\n"
+                      + describe(data.report))
 
     def protected_checkpoints(self) -> frozenset[str]:
         return frozenset([self.best[1]]) if self.best else frozenset()
@@ -203,14 +292,24 @@ class FinetuneTrainer(Trainer):
         if not self.eval_conversations:
             return None
         self.model.eval()
-        value, preds = evaluate_answers(self.model, self.tok, self.eval_conversations, self.config.metric,
-                                        self.config.eval_max_new_tokens)
+        values, preds = evaluate_answers(self.model, self.tok, self.eval_conversations, self.eval_tags,
+                                         metric=self.config.metric, max_new_tokens=self.config.eval_max_new_tokens)
         self.model.train()
+        value = values[self.config.metric]
         if self.best is None or value > self.best[0]:
             self.best = (value, runs.step_dir(self.checkpoints, self.step).name)
-        return {"kind": "select", "step": self.step, self.config.metric: value,
+        return {"kind": "select", "step": self.step, "metric": self.config.metric, **values,
                 "examples": [{"answer": p, "reference": c[-1]["content"]}
                              for p, c in zip(preds[:3], self.eval_conversations[:3])]}
+
+    def _point_best(self) -> None:
+        """`checkpoints/best`: the best checkpoint so far, the metric it was chosen by, its value (the
+        number compared) and, where judged so, its per-task values."""
+        value, name = self.best
+        judgment = runs.read_selection(self.checkpoints / name) or {}  # none: a run from before judgments were saved
+        per_task = {"per_task": judgment["per_task"]} if "per_task" in judgment else {}
+        runs.write_pointer(self.checkpoints, runs.BEST, name, metric=self.config.metric,
+                           **{self.config.metric: value}, **per_task)
 
     def resumed(self, checkpoint: Path) -> None:
         """A kill between a commit and its log line or `best` pointer loses nothing: the judgment is
@@ -220,7 +319,7 @@ class FinetuneTrainer(Trainer):
             self.monitor.log(judged)
         pointer = runs.read_pointer(self.checkpoints, runs.BEST)
         if self.best is not None and (pointer or {}).get("checkpoint") != self.best[1]:
-            runs.write_pointer(self.checkpoints, runs.BEST, self.best[1], **{self.config.metric: self.best[0]})
+            self._point_best()
 
     def after_save(self, final: Path) -> None:
         """Log the checkpoint's judgment, and point `checkpoints/best` at the best so far."""
@@ -229,7 +328,7 @@ class FinetuneTrainer(Trainer):
             return
         self.monitor.log(judgment)
         if self.best[1] == final.name:
-            runs.write_pointer(self.checkpoints, runs.BEST, final.name, **{self.config.metric: self.best[0]})
+            self._point_best()
 
 
 def finetune(config: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> dict:
@@ -252,15 +351,17 @@ def finetune_stages(config: FinetuneConfig, resume: bool = False, overwrite: boo
     if aside:
         print(f"--overwrite: moved the staged run that was in {out} aside to {aside}")
     for n, stage in enumerate(config.stages, 1):
-        steps = stage.steps
-        if steps is None:  # epochs over the stage's examples, one example a row
+        # a stage with held-out files of its own is judged on them, not on a split of its training files
+        run = config.replace(out=str(out / f"{n}-{stage.name}"), init_from=str(start), train_files=stage.train_files,
+                             eval_files=stage.eval_files or config.eval_files, steps=stage.steps or config.steps,
+                             selection_fraction=0.0 if stage.eval_files else config.selection_fraction, stages=[],
+                             optim=config.optim.replace(lr=stage.lr or config.optim.lr))
+        if stage.steps is None:  # epochs over the examples the stage trains on, one example a row
             if config.pack:
                 raise ConfigError(f"stage {stage.name!r}: epochs assume one example a row; with pack: true give steps")
-            examples = len(load_conversations(stage.train_files, ReadErrors()))
-            steps = max(1, math.ceil(stage.epochs * examples / config.global_batch))
-        run = config.replace(out=str(out / f"{n}-{stage.name}"), init_from=str(start), train_files=stage.train_files,
-                             eval_files=stage.eval_files or config.eval_files, steps=steps, stages=[],
-                             optim=config.optim.replace(lr=stage.lr or config.optim.lr))
+            examples = len(prepared(run, ReadErrors()).train)
+            run = run.replace(steps=max(1, math.ceil(stage.epochs * examples / config.global_batch)))
+        steps = run.steps
         checkpoints = runs.checkpoints_dir(run.out)
         result = finetune(run, resume=resume and checkpoints.is_dir())
         best = checkpoints / result["best"][1] if result["best"] else runs.latest_checkpoint(checkpoints)

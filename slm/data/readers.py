@@ -31,9 +31,7 @@ from tokenizer.corpus import (CorpusError, UndecodableError, check_encoding, lis
                               read_text, utf8_fix)
 
 __all__ = ["MAX_EXAMPLES", "SAMPLE_BYTES", "ReadErrors", "SourceConfig", "UndecodableError", "check_source_encoding",
-           "jsonl_records", "read_documents", "read_text", "strict_jsonl_records", "utf8_fix"]
-# read_text, utf8_fix, UndecodableError and jsonl_records (read_jsonl_records) are tokenizer.corpus's, named here too
-jsonl_records = read_jsonl_records
+           "read_documents", "read_text", "strict_jsonl_records"]  # read_text: tokenizer.corpus's, named here too
 
 MAX_EXAMPLES = 20  # error messages kept verbatim in the report; the rest are counted
 

@@ -1,6 +1,6 @@
 """Typed configuration: the model config and its named presets.
 
-One config system for the whole library (DESIGN.md, principle 6): dataclasses
+One config system for the whole library: dataclasses
 that load from and save to YAML or JSON, reject unknown keys, check types, and
 validate their values at construction with a message that names the field.
 Later stages (training, fine-tuning, evaluation) subclass `Config` the same way.

@@ -54,9 +54,10 @@ from tqdm import tqdm
 
 from slm.checkpoint import atomic_write
 from slm.config import Config
+from slm.data.readers import ReadErrors
 from slm.lm import LocalLM, Prompt, load_lm
 from tokenizer import corpus
-from tokenizer.corpus import CorpusError, UndecodableError, read_jsonl_records, utf8_fix
+from tokenizer.corpus import CorpusError, UndecodableError, list_files, read_jsonl_records, utf8_fix
 from tokenizer.folders import FolderExistsError, StagedFolder
 
 Method = Literal["generate", "loglik"]
@@ -118,6 +119,28 @@ def read_text(path: str | Path, error: type[BenchmarkError] = BenchmarkError) ->
     """The text of a UTF-8 file (without a byte-order mark). A missing or unreadable file, or
     one that is not UTF-8, is an `error` (an EncodingError) naming it."""
     return _read(path, error, lambda p: corpus.read_text(p, ENCODING, utf8_fix, BINARY_FIX), "")
+
+
+def read_each(data: Sequence[str | Path], what: str, read: Callable[[Path, ReadErrors], list]) -> tuple[list, int]:
+    """(every item, records skipped) of the files or folders in `data`, each file read by `read(path,
+    errors)`: a damaged record is skipped and counted, a file that gives no item at all (not UTF-8,
+    empty, binary, every record malformed) is an error naming it and why."""
+    try:
+        files = list_files([str(f) for f in data])
+    except CorpusError as e:
+        raise BenchmarkError(str(e)) from None
+    items, skipped = [], 0
+    for path in files:
+        errors = ReadErrors()
+        try:
+            found = read(path, errors)
+        except CorpusError as e:
+            raise nothing_readable(path, what, [str(e)]) from None
+        if not found:
+            raise nothing_readable(path, what, errors.examples)
+        items += found
+        skipped += errors.total
+    return items, skipped
 
 
 def nothing_readable(path: str | Path, what: str, reasons: Sequence[str] = (),

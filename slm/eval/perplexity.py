@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from slm.config import Config
-from slm.data.readers import ReadErrors, SourceConfig, read_documents
-from slm.eval.harness import Benchmark, BenchmarkError, Context, Result, nothing_readable
+from slm.data.readers import SourceConfig, read_documents
+from slm.eval.harness import Benchmark, Context, Result, read_each
 from slm.lm import LocalLM
-from tokenizer.corpus import CorpusError, list_files
 
 
 def perplexity(lm: LocalLM, documents: Iterable[str], progress: bool = False) -> dict:
@@ -51,22 +50,10 @@ def load(data: Sequence[str], options: Options) -> Heldout:
     """Held-out text files (documents apart by blank lines) or JSONL (UTF-8), or folders of them.
     A damaged line drops its document (counted); a file that gives no readable document at all
     (not UTF-8, empty, binary, no text field) is an error naming it and why."""
-    try:
-        files = list_files([str(f) for f in data])
-    except CorpusError as e:
-        raise BenchmarkError(str(e)) from None
-    docs, skipped = [], 0
-    for path in files:
-        errors = ReadErrors()
-        try:
-            found = [d.text for d in read_documents(SourceConfig(name="heldout", paths=[str(path)]), errors)]
-        except CorpusError as e:
-            raise nothing_readable(path, "document", [str(e)]) from None
-        if not found:
-            raise nothing_readable(path, "document", errors.examples)
-        docs += found
-        skipped += errors.total
-    return Heldout(docs, skipped)
+    def documents(path, errors):
+        return [d.text for d in read_documents(SourceConfig(name="heldout", paths=[str(path)]), errors)]
+
+    return Heldout(*read_each(data, "document", documents))
 
 
 def run(lm: LocalLM, heldout: Heldout, options: Options, context: Context) -> Result:

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from slm.config import Config
-from slm.data.readers import ReadErrors
-from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Problem, Result, answer_items, nothing_readable,
-                              option)
+from slm.eval.harness import Benchmark, Context, Item, Problem, Result, answer_items, option, read_each
 from slm.finetune.instructions import load_conversations
 from slm.lm import LocalLM
 from slm.metrics import free_text_report
-from tokenizer.corpus import CorpusError, list_files
 
 KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "distinct_2", "longest_repeat_max", "never_stopped")
 
@@ -36,26 +33,15 @@ class Conversations:
     skipped: int  # malformed records
 
 
+def _conversations(path, errors) -> list[list[dict]]:
+    return load_conversations([str(path)], errors)
+
+
 def load(data: Sequence[str], options: Options) -> Conversations:
     """The conversations of UTF-8 JSONL files (or folders of them). A malformed record is skipped
     (counted); a file that gives no usable conversation (not UTF-8, empty, every record
     malformed) is an error naming it and why."""
-    try:
-        files = list_files([str(p) for p in data])
-    except CorpusError as e:
-        raise BenchmarkError(str(e)) from None
-    conversations, skipped = [], 0
-    for path in files:
-        errors = ReadErrors()
-        try:
-            found = load_conversations([str(path)], errors)
-        except CorpusError as e:
-            raise nothing_readable(path, "conversation", [str(e)]) from None
-        if not found:
-            raise nothing_readable(path, "conversation", errors.examples)
-        conversations += found
-        skipped += errors.total
-    return Conversations(conversations, skipped)
+    return Conversations(*read_each(data, "conversation", _conversations))
 
 
 def run(lm: LocalLM, data: Conversations, options: Options, context: Context) -> Result:

@@ -1,7 +1,9 @@
 """Reading text files with errors that name the file and line, and why it does not decode.
 
-Plain text (one line at a time) and JSONL (one document per line, a text field),
-files or directories of them, streamed. Empty files, binary files and text that
+Plain text (one line at a time), JSONL (one document per line, a text field)
+and Aozora Bunko works (tokenizer.aozora), files or directories of them,
+streamed; each `Input` of a corpus has its own encoding and format
+(`PATH:encoding=cp932,format=aozora` on a command line). Empty files, binary files and text that
 does not decode in the given encoding stop with a message naming the file (and
 line, column and byte offset), the encoding tried, the encoding it looks like
 (Shift_JIS when it decodes as cp932 into kana or kanji; UTF-8 Japanese read as
@@ -22,10 +24,15 @@ benchmarks and instruction data). `read_text` reads a small file whole.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from tokenizer import aozora
 
 BINARY_SNIFF_BYTES = 8192
 LEAVE_OUT = "leave it out of the inputs"  # what to do with a binary file, unless a reader is told otherwise
@@ -269,21 +276,91 @@ def read_jsonl(path: str | Path, text_field: str = "text", encoding: str = "utf-
         yield record[text_field]
 
 
-def read_texts(inputs: Iterable[str | Path], text_field: str = "text", encoding: str = "utf-8") -> Iterator[str]:
-    """Lines of text files and texts of JSONL files (by suffix .jsonl), over files and directories."""
-    for path in list_files(inputs):
-        if path.suffix == ".jsonl":
-            yield from read_jsonl(path, text_field, encoding)
+FORMATS = ("auto", "text", "jsonl", "aozora")  # auto: .jsonl files are JSONL, the others text
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One input of a corpus: a file or folder, the encoding of its files and how they hold text
+    (`text`: one text per line; `jsonl`: a JSON object per line, its `text_field`; `aozora`:
+    Aozora Bunko works, each reduced to its body by tokenizer.aozora)."""
+
+    path: str
+    encoding: str = "utf-8"
+    format: str = "auto"
+    text_field: str = "text"
+
+    def __post_init__(self):
+        check_encoding(self.encoding)
+        if self.format not in FORMATS:
+            raise CorpusError(f"input {self.path}: unknown format {self.format!r} (one of {', '.join(FORMATS)})")
+
+    def fix(self, guess: str | None) -> str:
+        """What to change when this input's files do not decode (`guess`: what they look like)."""
+        if guess:
+            return f"give the input as {self.path}:encoding={guess} (or --encoding {guess} for every input)"
+        return (f"leave the file out of the inputs, or give the input as {self.path}:encoding=NAME (e.g. cp932 for "
+                "Shift_JIS; --encoding NAME for every input)")
+
+    def reads_as(self, path: Path) -> str:
+        """The format `path`, one of this input's files, is read in."""
+        if self.format == "auto":
+            return "jsonl" if path.suffix == ".jsonl" else "text"
+        return self.format
+
+
+def parse_input(spec: str | Path | Input, encoding: str = "utf-8", text_field: str = "text") -> Input:
+    """An input from the command line: `PATH`, or `PATH:key=value,...` with keys encoding, format and
+    text_field (e.g. `aozora/:encoding=cp932,format=aozora`); what it does not say takes the defaults
+    given here. A path that exists as written is always a plain path."""
+    if isinstance(spec, Input):
+        return spec
+    spec = str(spec)
+    options = {"encoding": encoding, "text_field": text_field}
+    path, sep, tail = spec.rpartition(":")
+    if sep and not Path(spec).exists() and re.fullmatch(r"\w+=[^,=]+(,\w+=[^,=]+)*", tail):
+        for item in tail.split(","):
+            key, value = item.split("=")
+            if key not in ("encoding", "format", "text_field"):
+                raise CorpusError(f"input {spec!r}: unknown option {key!r} (encoding, format or text_field)")
+            options[key] = value
+        spec = path
+    return Input(spec, **options)
+
+
+def input_files(inputs: Iterable[str | Path | Input], encoding: str = "utf-8",
+                text_field: str = "text") -> list[tuple[Path, Input]]:
+    """Every file of the inputs with the input it belongs to (strings parsed by `parse_input`)."""
+    pairs = []
+    for spec in inputs:
+        item = parse_input(spec, encoding, text_field)
+        pairs += [(path, item) for path in list_files([item.path])]
+    return pairs
+
+
+def read_texts(inputs: Iterable[str | Path | Input], text_field: str = "text", encoding: str = "utf-8",
+               stats: Counter | None = None) -> Iterator[str]:
+    """Lines of text files, texts of JSONL files and the body lines of Aozora works, over files and
+    directories, each input in its own encoding (`encoding` and `text_field`: for inputs given as
+    bare paths). `stats` counts what the Aozora reader removed."""
+    for path, item in input_files(inputs, encoding, text_field):
+        form = item.reads_as(path)
+        if form == "jsonl":
+            for _, record in read_jsonl_records(path, item.text_field, item.encoding, fix=item.fix):
+                yield record[item.text_field]
+        elif form == "aozora":
+            yield from aozora.body(read_lines(path, item.encoding, fix=item.fix), stats)
         else:
-            yield from read_lines(path, encoding)
+            yield from read_lines(path, item.encoding, fix=item.fix)
 
 
-def count_texts(inputs: Iterable[str | Path], text_field: str = "text", encoding: str = "utf-8") -> int:
+def count_texts(inputs: Iterable[str | Path | Input], text_field: str = "text", encoding: str = "utf-8",
+                stats: Counter | None = None) -> int:
     """Read every input through (as `read_texts`), so a bad file stops a job before any work on
     the others; returns the number of non-blank texts, and refuses inputs that hold none."""
     check_encoding(encoding)
-    files = list_files(inputs)
-    n = sum(1 for text in read_texts(files, text_field, encoding) if text.strip())
+    files = [path for path, _ in input_files(inputs, encoding, text_field)]
+    n = sum(1 for text in read_texts(inputs, text_field, encoding, stats) if text.strip())
     if n == 0:
         shown = ", ".join(map(str, files[:3])) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         raise CorpusError(f"no text in the inputs: {shown} hold only blank lines" if len(files) > 1 else

@@ -8,7 +8,10 @@ The folder is built beside --out and moved into place only when complete: a
 failed run leaves --out exactly as it was. An --out that is not empty is refused
 unless --overwrite is given, and then the old tokenizer is replaced only once
 the new one is ready. Every input is read through before training, so a file in
-the wrong encoding (Shift_JIS needs --encoding cp932) fails at once, named.
+the wrong encoding fails at once, named. Inputs can differ in encoding and
+format: `--input ../aozora:encoding=cp932,format=aozora notes.jsonl` mixes
+Shift_JIS Aozora Bunko works (header, footer, ruby and editor's notes removed)
+with UTF-8 JSONL.
 A failure is one line `error: ...` and exit status 2 (--debug: the traceback).
 """
 
@@ -50,7 +53,9 @@ def _positive(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m tokenizer.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", nargs="+", required=True, help="text/JSONL files or directories of them")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="text/JSONL files or directories of them; PATH:encoding=cp932,format=aozora gives one input its "
+                        "own encoding and format (text, jsonl, aozora: Aozora Bunko works, markup and notes removed)")
     p.add_argument("--out", required=True, help="folder to write the tokenizer to (new or empty, or see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the tokenizer already in --out, once the new one is complete")
@@ -62,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-smaller-vocab", action="store_true", help="accept a smaller vocabulary if the corpus is too small")
     p.add_argument("--max-repeat", type=int, default=3, help="cut runs of one character longer than this")
     p.add_argument("--skip-clean-step", nargs="*", default=[], help="cleaning steps to switch off, by name")
-    p.add_argument("--encoding", default="utf-8", help="encoding of the input files (e.g. cp932 for Shift_JIS)")
+    p.add_argument("--encoding", default="utf-8",
+                   help="encoding of the inputs that do not name their own (e.g. cp932 for Shift_JIS)")
     p.add_argument("--text-field", default="text", help="field holding the text in .jsonl files")
     p.add_argument("--num-workers", type=_positive, default=None, help="processes (default: all cores)")
     p.add_argument("--debug", action="store_true", help="on an error, show the traceback too")

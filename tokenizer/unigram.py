@@ -14,6 +14,7 @@ did NFKC. Byte fallback keeps any character encodable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -27,7 +28,7 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from tokenizer.clean import CleanConfig, clean, normalize
-from tokenizer.corpus import batched, count_texts, list_files, read_texts
+from tokenizer.corpus import Input, batched, count_texts, list_files, parse_input, read_texts
 from tokenizer.folders import StagedFolder
 from tokenizer.japanese import (BOS, CHAT_TOKENS, EOS, FORMAT_VERSION, MODEL_FILE, NEWLINE, SETTINGS_FILE, TERMS_FILE,
                                 TOKENIZER_FILES, USER_DICT_FILE)
@@ -42,48 +43,47 @@ class TokenizerTrainingError(ValueError):
 
 
 # Worker state for counting morphemes in parallel.
-_counter_state: tuple[Morphology, CleanConfig, str] | None = None
+_counter_state: tuple[Morphology, CleanConfig] | None = None
 
 
-def _init_counter(user_dict: str | None, clean_config: dict, encoding: str) -> None:
+def _init_counter(user_dict: str | None, clean_config: dict) -> None:
     global _counter_state
-    _counter_state = (Morphology(user_dict), CleanConfig.from_dict(clean_config), encoding)
+    _counter_state = (Morphology(user_dict), CleanConfig.from_dict(clean_config))
 
 
 def _count_morphemes(lines: list[str]) -> tuple[Counter, Counter, int, int]:
     """Morpheme counts of cleaned lines, the cleaning steps that changed something, characters
-    and (approximate, for the progress bar) bytes read."""
-    morph, config, encoding = _counter_state
+    and non-blank lines read (for the progress bar)."""
+    morph, config = _counter_state
     counts, changes = Counter(), Counter()
-    chars = n_bytes = 0
+    chars = n_texts = 0
     for raw in lines:
         chars += len(raw)
-        n_bytes += len(raw.encode(encoding, errors="replace")) + 1
+        n_texts += bool(raw.strip())
         for line in clean(raw, config, changes).split("\n"):
             if line:
                 counts.update(morph.split(line.replace(" ", "▁")))
-    return counts, changes, chars, n_bytes
+    return counts, changes, chars, n_texts
 
 
-def count_morphemes(inputs, user_dict: Path | None, clean_config: CleanConfig, num_workers: int,
-                    encoding: str = "utf-8", text_field: str = "text", progress: bool = True):
-    """Count the morphemes of the cleaned corpus, in parallel, with a progress bar over input bytes."""
-    files = list_files(inputs)
-    total_bytes = sum(f.stat().st_size for f in files)
+def count_morphemes(inputs: list[Input], user_dict: Path | None, clean_config: CleanConfig, num_workers: int,
+                    n_texts: int | None = None, progress: bool = True):
+    """Count the morphemes of the cleaned corpus, in parallel, with a progress bar over its `n_texts`
+    non-blank texts (lines, or JSONL records)."""
     counts, changes = Counter(), Counter()
     n_chars = 0
-    args = (str(user_dict) if user_dict else None, clean_config.to_dict(), encoding)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="counting morphemes", disable=not progress)
-    batches = batched(read_texts(files, text_field, encoding), LINES_PER_TASK)
+    args = (str(user_dict) if user_dict else None, clean_config.to_dict())
+    bar = tqdm(total=n_texts, unit=" texts", unit_scale=True, desc="counting morphemes", disable=not progress)
+    batches = batched(read_texts(inputs), LINES_PER_TASK)
     pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_counter, args) if num_workers > 1 else None
     if pool is None:
         _init_counter(*args)
     try:
-        for c, ch, chars, n_bytes in (pool.imap(_count_morphemes, batches) if pool else map(_count_morphemes, batches)):
+        for c, ch, chars, n_read in (pool.imap(_count_morphemes, batches) if pool else map(_count_morphemes, batches)):
             counts.update(c)
             changes.update(ch)
             n_chars += chars
-            bar.update(n_bytes)
+            bar.update(n_read)
     finally:
         if pool is not None:
             pool.terminate()
@@ -127,7 +127,11 @@ def train_tokenizer(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict:
-    """Train a tokenizer on text/JSONL files or folders and save it to `out`; returns a summary.
+    """Train a tokenizer on text/JSONL/Aozora files or folders and save it to `out`; returns a summary.
+
+    inputs: paths, `PATH:encoding=cp932,format=aozora` specs or `Input`s, each input in its own
+      encoding and format (tokenizer.corpus.parse_input); `encoding` and `text_field` are the
+      defaults for inputs that do not say.
 
     user_dict: a term CSV (surface,reading,category) compiled into a MeCab user
       dictionary; the project's starter list by default, None for plain unidic.
@@ -152,21 +156,21 @@ def train_tokenizer(
     if vocab_size <= n_fixed:
         raise TokenizerTrainingError(f"vocab_size={vocab_size} leaves no room: {n_fixed} ids are fixed (<unk>, specials, 256 bytes)")
     stage = StagedFolder(out, replace=overwrite, owned=TOKENIZER_FILES)  # refuses an occupied `out` now
-    inputs = list(inputs)
-    files = list_files(inputs)
-    count_texts(files, text_field, encoding)  # every file decodes, and there is text
+    inputs = [parse_input(item, encoding, text_field) for item in inputs]
+    removed = Counter()
+    n_texts = count_texts(inputs, stats=removed)  # every file decodes, and there is text
     if user_dict is not None:
         read_terms(user_dict, lambda s: normalize(s, clean_config))  # a bad term list fails before any work
 
     with stage as tmp:
-        summary = _train(files, tmp, vocab_size, user_dict, specials, allow_smaller_vocab, clean_config,
-                         character_coverage, num_workers, encoding, text_field, progress)
+        summary = _train(inputs, tmp, vocab_size, user_dict, specials, allow_smaller_vocab, clean_config,
+                         character_coverage, num_workers, n_texts, removed, progress)
     return summary
 
 
-def _train(files: list[Path], out: Path, vocab_size: int, user_dict, specials: list[str], allow_smaller_vocab: bool,
-           clean_config: CleanConfig, character_coverage: float, num_workers: int, encoding: str, text_field: str,
-           progress: bool) -> dict:
+def _train(inputs: list[Input], out: Path, vocab_size: int, user_dict, specials: list[str], allow_smaller_vocab: bool,
+           clean_config: CleanConfig, character_coverage: float, num_workers: int, n_texts: int,
+           removed: Counter, progress: bool) -> dict:
     """Write the tokenizer's files into `out` (the temporary folder)."""
     dict_path = None
     if user_dict is not None:
@@ -175,9 +179,9 @@ def _train(files: list[Path], out: Path, vocab_size: int, user_dict, specials: l
         Path(out / TERMS_FILE).write_bytes(Path(user_dict).read_bytes())
     Morphology(dict_path)  # loads here, so a dictionary MeCab refuses is an error, not a pool of failing workers
 
-    counts, changes, n_chars = count_morphemes(files, dict_path, clean_config, num_workers, encoding, text_field, progress)
+    counts, changes, n_chars = count_morphemes(inputs, dict_path, clean_config, num_workers, n_texts, progress)
     if not counts:
-        shown = ", ".join(map(str, files[:3])) + (" ..." if len(files) > 3 else "")
+        shown = ", ".join(item.path for item in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
         raise TokenizerTrainingError(f"no text left to train on in {shown} after cleaning")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,6 +215,8 @@ def _train(files: list[Path], out: Path, vocab_size: int, user_dict, specials: l
         "morphemes": sum(counts.values()),
         "cleaning_changed_lines": dict(changes),
         "user_dict_terms": n_terms if user_dict is not None else 0,
+        "inputs": [{**dataclasses.asdict(item), "files": len(list_files([item.path]))} for item in inputs],
+        **({"aozora_markup_removed": dict(removed)} if removed else {}),
     }
     settings = {
         "format_version": FORMAT_VERSION,

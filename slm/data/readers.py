@@ -3,7 +3,10 @@
 Plain text files hold documents separated by blank lines (`split: blank_line`,
 the sample corpus's format), one per line (`line`) or one per file (`file`);
 JSONL files hold one document per line in a configurable text field, the other
-fields kept as metadata. Nothing is read whole into memory.
+fields kept as metadata. `format: aozora` reads Aozora Bunko works (Shift_JIS,
+so `encoding: cp932`): each file is one document, its body without header,
+footer, ruby or editor's notes (tokenizer.aozora), its title and author kept
+as metadata. Nothing is read whole into memory.
 
 Bad input (undecodable lines, malformed JSON, a missing field, empty or binary
 files) is counted in a `ReadErrors` with file and line, and skipped; in strict
@@ -27,6 +30,7 @@ from typing import Literal
 
 from slm.config import Config, ConfigError, safe_name
 from slm.data.document import Document
+from tokenizer import aozora
 from tokenizer.corpus import (CorpusError, UndecodableError, check_encoding, list_files, read_jsonl_records, read_lines,
                               read_text, utf8_fix)
 
@@ -40,7 +44,7 @@ MAX_EXAMPLES = 20  # error messages kept verbatim in the report; the rest are co
 class SourceConfig(Config):
     name: str = ""
     paths: list[str] = dataclasses.field(default_factory=list)
-    format: Literal["auto", "text", "jsonl"] = "auto"  # auto: .jsonl files are JSONL, others text
+    format: Literal["auto", "text", "jsonl", "aozora"] = "auto"  # auto: .jsonl files are JSONL, others text
     split: Literal["blank_line", "line", "file"] = "blank_line"  # how text files hold documents
     text_field: str = "text"
     encoding: str = "utf-8"
@@ -110,6 +114,18 @@ def _text_documents(path: Path, source: SourceConfig, errors: ReadErrors) -> Ite
         yield Document("\n".join(buffer), source.name, str(path), start)
 
 
+def _aozora_documents(path: Path, source: SourceConfig, errors: ReadErrors) -> Iterator[Document]:
+    """A work's body as one document (left out whole, and counted, if a line of it is unreadable)."""
+    lines = list(read_lines(path, source.encoding, errors, source.encoding_fix))
+    text = list(aozora.body(lines))
+    if None in text:
+        errors.dropped_documents += 1
+    elif "".join(text).strip():
+        title, author = (lines + ["", ""])[:2]
+        yield Document("\n".join(text).strip("\n"), source.name, str(path), aozora.bounds(lines)[0] + 1,
+                       meta={"title": (title or "").strip(), "author": (author or "").strip()})
+
+
 def _jsonl_documents(path: Path, source: SourceConfig, errors: ReadErrors) -> Iterator[Document]:
     for number, record in read_jsonl_records(path, source.text_field, source.encoding, errors,
                                               source.encoding_fix):
@@ -154,5 +170,8 @@ def read_documents(source: SourceConfig, errors: ReadErrors) -> Iterator[Documen
     except CorpusError as e:
         raise CorpusError(f"source {source.name!r}: {e}") from None
     for path in files:
+        if source.format == "aozora":
+            yield from _aozora_documents(path, source, errors)
+            continue
         jsonl = source.format == "jsonl" or (source.format == "auto" and path.suffix == ".jsonl")
         yield from (_jsonl_documents if jsonl else _text_documents)(path, source, errors)

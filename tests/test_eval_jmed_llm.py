@@ -11,8 +11,8 @@ from evaluate import main
 from slm.config import ConfigError
 from slm.eval import registry
 from slm.eval.harness import Context
-from slm.eval.jmed_llm import (CHOICE_SYSTEM, NER_SYSTEM, TASKS, JmedLLMError, Options, cohen_kappa, conversation,
-                               evaluate, exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1,
+from slm.jmed import CHOICE_SYSTEM, NER_SYSTEM, conversation
+from slm.eval.jmed_llm import (TASKS, JmedLLMError, Options, cohen_kappa, evaluate, exact_f1, first_letter, load_predictions, load_task, parse_list, partial_f1,
                                report, score_task, standalone_letter)
 
 QUIET = Context(progress=False)
@@ -110,13 +110,13 @@ SAMPLE = SAMPLE_BENCHMARKS / "jmed-llm"
 
 def test_the_official_prompts():
     row = {"question": "所見は？", "optionA": "あり", "optionB": "なし", "optionC": "", "answer": "A"}
-    assert conversation("smdis", row) == [{"role": "system", "content": CHOICE_SYSTEM},
+    assert conversation(row) == [{"role": "system", "content": CHOICE_SYSTEM},
                                           {"role": "user", "content": "質問: 所見は？\n選択肢:\nA. あり\nB. なし\n"}]
-    assert conversation("nrner", {"question": "所見は？"}) == [{"role": "system", "content": NER_SYSTEM},
+    assert conversation({"question": "所見は？"}) == [{"role": "system", "content": NER_SYSTEM},
                                                              {"role": "user", "content": "所見は？"}]
     assert "アルファベット（例：A）のみ" in CHOICE_SYSTEM and "['回答1', '回答2']" in NER_SYSTEM
     n_row = load_task(SAMPLE, "rrtnm")[2]  # an N row: option E is empty, so not an option
-    assert "D. " in conversation("rrtnm", n_row)[1]["content"] and "E. " not in conversation("rrtnm", n_row)[1]["content"]
+    assert "D. " in conversation(n_row)[1]["content"] and "E. " not in conversation(n_row)[1]["content"]
 
 
 def test_model_outputs_are_scored_and_what_cannot_be_read_is_listed():

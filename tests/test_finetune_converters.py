@@ -3,9 +3,9 @@
 import csv
 import json
 
-from slm.finetune.converters import (IGAKU_SYSTEM, JMED_CHOICE_SYSTEM, JMED_NER_SYSTEM, convert_igakuqa,
-                                     convert_jmed_llm, convert_medmcqa, convert_medqa, convert_pubmedqa,
+from slm.finetune.converters import (IGAKU_SYSTEM, convert_igakuqa, convert_jmed_llm, convert_medmcqa, convert_medqa, convert_pubmedqa,
                                      jmed_llm_split, main)
+from slm.jmed import CHOICE_SYSTEM, NER_SYSTEM
 
 CASE_A = "以下の症例報告において、「発疹」がADE（有害事象）である可能性は？\n「７１歳女。抗菌薬投与後に全身に発疹が出現し、投与中止で軽快した。既往に高血圧あり。」"
 CASE_A2 = CASE_A.replace("「発疹」", "「発熱」")  # the same case report, another target
@@ -35,9 +35,9 @@ def test_jmed_llm_choice_and_ner_rows_use_the_official_prompts(tmp_path):
     out = convert_jmed_llm([choice, ner])
     assert len(out.conversations) == 2 and len(out.skipped) == 2
     system, user, answer = (m["content"] for m in out.conversations[0])
-    assert system == JMED_CHOICE_SYSTEM and answer == "B"
+    assert system == CHOICE_SYSTEM and answer == "B"
     assert user == f"質問: {CASE_A}\n選択肢:\nA. 関連なし\nB. 可能性あり\nC. おそらく\nD. 確実\n"
-    assert [m["content"] for m in out.conversations[1]] == [JMED_NER_SYSTEM, "以下の看護記録の所見は？「発熱と咳嗽あり」", "['発熱', '咳嗽']"]
+    assert [m["content"] for m in out.conversations[1]] == [NER_SYSTEM, "以下の看護記録の所見は？「発熱と咳嗽あり」", "['発熱', '咳嗽']"]
     assert "crade.csv line 4: answer 'C' is not one of the row's options" in out.skipped[0]  # where the row starts
     assert "is not a list literal" in out.skipped[1]
 

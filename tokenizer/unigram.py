@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import sentencepiece as spm
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from tokenizer.clean import CleanConfig, clean, normalize
 from tokenizer.corpus import Input, batched, count_texts, list_files, parse_input, read_texts
@@ -73,7 +73,7 @@ def count_morphemes(inputs: list[Input], user_dict: Path | None, clean_config: C
     counts, changes = Counter(), Counter()
     n_chars = 0
     args = (str(user_dict) if user_dict else None, clean_config.to_dict())
-    bar = tqdm(total=n_texts, unit=" texts", unit_scale=True, desc="counting morphemes", disable=not progress)
+    bar = progress_bar(total=n_texts, unit=" texts", unit_scale=True, desc="counting morphemes", enabled=progress)
     batches = batched(read_texts(inputs), LINES_PER_TASK)
     pool = multiprocessing.get_context("spawn").Pool(num_workers, _init_counter, args) if num_workers > 1 else None
     if pool is None:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError, safe_name
@@ -120,7 +120,7 @@ class _ShardWriter:
         self.pending: deque = deque()
         self.tokens: Counter = Counter()  # per source
         self.skipped = 0
-        self.bar = tqdm(desc="shards", unit="shard", disable=not progress, position=1)
+        self.bar = progress_bar(desc="shards", unit="shard", enabled=progress, position=1)
 
     def submit(self, source: str, stem: Path, texts: list[str]) -> None:
         if shard_complete(stem):  # resuming: this shard was written by an earlier run
@@ -425,7 +425,7 @@ def prepare(config: DataConfig, progress: bool = True, overwrite: bool = False) 
             buffer: list[str] = []
             n_shards = 0
             errors_before, examples_before = errors.total, len(errors.examples)
-            documents = tqdm(read_documents(source, errors), desc=source.name, unit="doc", disable=not progress)
+            documents = progress_bar(read_documents(source, errors), desc=source.name, unit="doc", enabled=progress)
             for batch in batched(documents, BATCH):
                 counts["read"] += len(batch)
                 for kept in _run_stages(batch, clean_config, cleaning_changes, stages, counts):

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.checkpoint import atomic_write
 from slm.config import Config, ConfigError
@@ -103,7 +103,7 @@ def label_with_lm(lm: LocalLM, docs: Sequence[Document], prompt_template: str = 
     # str.replace, not format: a template may hold other braces (e.g. an example in JSON).
     prompts = [prompt_template.replace("{text}", snippet(d.text, max_chars)) for d in docs]
     answers: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="labelling", unit="batch", disable=not progress):
+    for start in progress_bar(range(0, len(prompts), batch_size), desc="labelling", unit="batch", enabled=progress):
         answers += [c.text for c in lm.generate(prompts[start : start + batch_size], max_new_tokens=max_new_tokens,
                                                  batch_size=batch_size)]
     labels = [parse_label(a) for a in answers]

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import count, islice
 from pathlib import Path
 
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.checkpoint import CheckpointError, atomic_write
 from slm.config import ConfigError
@@ -117,7 +117,7 @@ def generate_textbooks(lm: LocalLM, topics: Mapping[str, Sequence[str]],
     kept: Counter = Counter()
     seen: set[bytes] = set()
     pending = iter(work)
-    with tqdm(total=len(work), desc="synthetic textbooks", unit="prompt", disable=not progress) as bar:
+    with progress_bar(total=len(work), desc="synthetic textbooks", unit="prompt", enabled=progress) as bar:
         for batch_index in count():
             batch = []
             for item in pending:

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.checkpoint import atomic_write
 from slm.config import Config
@@ -401,8 +401,8 @@ def answer_items(lm: LocalLM, items: Sequence[Item], method: Method = "generate"
         else:
             to_generate.append((n, item, prompt))
 
-    bar = tqdm(total=len(to_generate) + len(to_rank), desc=f"answering ({method})", unit="q", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=len(to_generate) + len(to_rank), desc=f"answering ({method})", unit="q",
+                       enabled=progress, leave=False)
     to_generate.sort(key=lambda x: x[0], reverse=True)  # similar lengths share a batch: less padding
     for start in range(0, len(to_generate), batch_size):
         batch = to_generate[start : start + batch_size]

@@ -33,6 +33,7 @@ from typing import Literal
 from slm.config import Config, ConfigError
 from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items,
                               method_used, option, problems_of, read_csv, read_jsonl)
+from slm.jmed import conversation, option_letters
 from slm.lm import LocalLM
 from slm.metrics import (JMED_CHOICE_TASKS, JMED_NER_TASKS, NO_LETTER, cohen_kappa, exact_f1, f1, first_letter,
                          parse_list, standalone_letter)
@@ -191,25 +192,6 @@ def table(metrics: dict) -> str:
 
 # ------------------------------------------------------------------ putting the tasks to a model
 
-CHOICE_SYSTEM = ("与えられた医学に関する質問と選択肢から、最も適切な回答を選択してください。"
-                 "なお、回答には選択肢のアルファベット（例：A）のみを含め、他には何も含めないことを厳守してください。")
-NER_SYSTEM = ("与えられた医学に関する質問から、最も適切な回答をしてください。"
-              "なお、回答にはPythonのリスト形式（例：['回答1', '回答2']）のみを含め、他には何も含めないことを厳守してください。")
-
-
-def option_letters(row: dict) -> str:
-    """The row's option letters: empty option cells are not options (RRTNM's T/N/M have 4-6)."""
-    return "".join(L for L in "ABCDEF" if (row.get(f"option{L}") or "").strip())
-
-
-def conversation(task: str, row: dict) -> list[dict]:
-    """The official prompt of a row."""
-    if task in CHOICE_TASKS:
-        user = f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {row[f'option{L}']}\n" for L in option_letters(row))
-        return [{"role": "system", "content": CHOICE_SYSTEM}, {"role": "user", "content": user}]
-    return [{"role": "system", "content": NER_SYSTEM}, {"role": "user", "content": row["question"]}]
-
-
 def _unparsed(task: str, outputs: list[str], result: dict) -> list[int]:
     """Rows whose output has no answer the evaluator can read (scored as wrong)."""
     if task in CHOICE_TASKS:
@@ -294,7 +276,7 @@ def _answered(lm: LocalLM, task: str, rows: list[dict], options: Options, contex
     saved = context.partial.get(task, valid) if context.partial is not None else None
     if saved is not None:
         return saved
-    items = [Item(str(i), [conversation(task, r)],
+    items = [Item(str(i), [conversation(r)],
                   [(L, L) for L in option_letters(r)] if task in CHOICE_TASKS else None) for i, r in enumerate(rows)]
     answers = answer_items(lm, items, method=options.method, max_new_tokens=options.new_tokens(ner=task in NER_TASKS),
                            batch_size=context.batch_size, progress=context.progress)

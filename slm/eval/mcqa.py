@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.config import Config, ConfigError
 from slm.eval.harness import (Benchmark, BenchmarkError, Context, Item, Method, Problem, Result, answer_items, fit, option,
@@ -183,7 +183,7 @@ def evaluate(lm: LocalLM, questions: Sequence[MCQ], train: Sequence[MCQ] = (), o
         for q in questions:
             dropped[q.id] = fitted[q.id][0]
             errors[q.id] = None if fitted[q.id][1] is not None else "prompt does not fit the model's context"
-        for s in tqdm(range(samples), desc="self-consistency samples", disable=not progress, leave=False):
+        for s in progress_bar(range(samples), desc="self-consistency samples", enabled=progress, leave=False):
             texts = lm.generate([p for _, p in live], max_new_tokens=max_new_tokens, temperature=options.temperature,
                                 seed=seed + 1000 * s, batch_size=batch_size)
             for (q, _), completion in zip(live, texts):

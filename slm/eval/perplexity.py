@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm.config import Config
 from slm.data.readers import SourceConfig, read_documents
@@ -26,7 +26,7 @@ from slm.lm import LocalLM
 def perplexity(lm: LocalLM, documents: Iterable[str], progress: bool = False) -> dict:
     """{"documents", "tokens", "characters", "nll", "perplexity", "bits_per_character"} over the documents."""
     nll, tokens, chars, n = 0.0, 0, 0, 0
-    for text in tqdm(documents, desc="perplexity", unit="doc", disable=not progress, leave=False):
+    for text in progress_bar(documents, desc="perplexity", unit="doc", enabled=progress, leave=False):
         doc_nll, doc_tokens = lm.document_nll(text)
         nll, tokens, chars, n = nll + doc_nll, tokens + doc_tokens, chars + len(text), n + 1
     return {"documents": n, "tokens": tokens, "characters": chars, "nll": nll,

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tqdm import tqdm
+from tokenizer.progress import progress as progress_bar
 
 from slm import runs
 from slm.checkpoint import atomic_write
@@ -56,7 +56,7 @@ def sweep(run_dir: str | Path, evaluators: dict[str, Evaluator], load: Callable[
     out = Path(out) if out else run_dir / runs.EVAL_DIR
     per_step = tokens_per_step(run_dir)
     rows = []
-    for checkpoint in tqdm(checkpoints, desc="sweep", unit="checkpoint", disable=not progress):
+    for checkpoint in progress_bar(checkpoints, desc="sweep", unit="checkpoint", enabled=progress):
         step = runs.trainer_info(checkpoint)["step"]
         lm = None
         for name, evaluate in evaluators.items():

@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slm import jmed
 from slm.checkpoint import atomic_write
 from slm.config import ConfigError
 from slm.data.decontam import canonical
@@ -47,10 +48,6 @@ BINARY_FIX = "the converters read UTF-8 CSV, JSONL or JSON files (a compressed f
 
 LETTERS = "ABCDEFGH"
 
-JMED_CHOICE_SYSTEM = ("与えられた医学に関する質問と選択肢から、最も適切な回答を選択してください。"
-                      "なお、回答には選択肢のアルファベット（例：A）のみを含め、他には何も含めないことを厳守してください。")
-JMED_NER_SYSTEM = ("与えられた医学に関する質問から、最も適切な回答をしてください。"
-                   "なお、回答にはPythonのリスト形式（例：['回答1', '回答2']）のみを含め、他には何も含めないことを厳守してください。")
 IGAKU_SYSTEM = "医師国家試験を解きます。"
 ENGLISH_SYSTEM = "Answer the medical question. Reply with the letter of the correct option only."
 
@@ -197,12 +194,9 @@ class JmedRows(Converted):
 
 
 def jmed_llm_user(row: dict) -> tuple[str, str]:
-    """(system, user) of a JMED-LLM row, as the official evaluator builds them."""
-    options = [(L, row.get(f"option{L}") or "") for L in "ABCDEF"]
-    options = [(L, o) for L, o in options if o.strip()]
-    if not options:  # NER rows: tag, question, answer
-        return JMED_NER_SYSTEM, row["question"]
-    return JMED_CHOICE_SYSTEM, f"質問: {row['question']}\n選択肢:\n" + "".join(f"{L}. {o}\n" for L, o in options)
+    """(system, user) of a JMED-LLM row, as the official evaluator builds them (slm.jmed)."""
+    system, user = jmed.conversation(row)
+    return system["content"], user["content"]
 
 
 def convert_jmed_llm(paths: list[str | Path]) -> JmedRows:

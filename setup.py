@@ -23,9 +23,10 @@ setup(
         "flash": ["flash-attn>=2"],
         "quality": ["scikit-learn"],  # the random-forest quality classifier (report §2.1)
         "eval": ["rouge-score", "sacrebleu"],  # free-text answer metrics (ROUGE-L, BLEU)
+        "peft": ["peft"],  # loading an adapter from slm.lora.save_peft_adapter (writing it needs none)
         # notebooks/: Jupyter's kernel and runner, t-SNE, and a font with Japanese glyphs for the plots
         "notebooks": ["ipykernel", "nbclient", "nbformat", "scikit-learn", "matplotlib-fontja"],
         "dev": ["pytest", "transformers>=5", "scikit-learn", "deepspeed", "ipykernel", "nbclient", "nbformat",
-                "matplotlib-fontja", "rouge-score", "sacrebleu"],
+                "matplotlib-fontja", "rouge-score", "sacrebleu", "peft"],
     },
 )

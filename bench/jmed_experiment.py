@@ -23,8 +23,8 @@ a step whose output is complete is skipped, so a rerun goes on where a stopped o
    levels, and the learning curve of the selection split over fine-tuning.
 
 The configs hold every hyperparameter; this script sets only paths. --pretrain-steps and
---finetune-steps override the steps (a learning-curve point is a rerun with other steps and
-another --out).
+--finetune-steps override the steps; --variant runs another fine-tuning config on the same
+base (experiment/finetune-<variant>.yaml), for a learning curve against steps and data.
 """
 
 from __future__ import annotations
@@ -61,8 +61,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--pretrain-steps", type=int)
     p.add_argument("--finetune-steps", type=int)
+    p.add_argument("--variant", default="", help="a fine-tuning variant: experiment/finetune-<variant>.yaml, run in "
+                                                 "<out>/finetune-<variant>, results-<variant>.md (the same base)")
     p.add_argument("--ner-max-new-tokens", type=int, default=64)
     return p.parse_args(argv)
+
+
+def tuned(args: argparse.Namespace) -> str:
+    """The fine-tuning run's (and config's) name: finetune, or finetune-<variant>."""
+    return f"finetune-{args.variant}" if args.variant else "finetune"
+
+
+def instruct(args: argparse.Namespace) -> str:
+    return f"instruct-{args.variant}" if args.variant else "instruct"
 
 
 def step(name: str, out: Path, done: bool, command: list[str]) -> None:
@@ -141,16 +152,16 @@ def run_steps(args: argparse.Namespace, out: Path) -> None:
     steps = yaml.safe_load(config.read_text())["steps"]
     step("pretrain", out, (runs.step_dir(runs.checkpoints_dir(pretrain), steps)).is_dir(),
          [py, "train.py", "--config", str(config), *(["--resume"] if pretrain.exists() else [])])
-    finetune = out / "finetune"
+    finetune = out / tuned(args)
     fields = {"out": str(finetune), "init_from": str(runs.step_dir(runs.checkpoints_dir(pretrain), steps)),
               "train_files": [str(train)]}
     if args.finetune_steps:
         fields["steps"] = args.finetune_steps
-    config = write_config("finetune.yaml", out, fields)
+    config = write_config(f"{tuned(args)}.yaml", out, fields)
     steps = yaml.safe_load(config.read_text())["steps"]
-    step("finetune", out, (runs.step_dir(runs.checkpoints_dir(finetune), steps)).is_dir(),
+    step(tuned(args), out, (runs.step_dir(runs.checkpoints_dir(finetune), steps)).is_dir(),
          [py, "finetune.py", "--config", str(config), *(["--resume"] if finetune.exists() else [])])
-    for name, model in (("base", pretrain), ("instruct", finetune)):
+    for name, model in (("base", pretrain), (instruct(args), finetune)):
         target = out / "eval" / name
         step(f"evaluate-{name}", out, (target / "metrics.json").is_file(),
              [py, "evaluate.py", "jmed-llm", "--model", str(model), "--data", str(jmed_dir), "--method", "loglik",
@@ -202,9 +213,9 @@ def task_results(jmed_dir: Path, eval_dir: Path) -> dict:
     return results
 
 
-def train_labels(out: Path) -> dict[str, str]:
+def train_labels(run: Path) -> dict[str, str]:
     """Each task's label distribution in the fine-tuning mixture (what the model was trained on)."""
-    mixture = json.loads((out / "finetune" / "mixture.json").read_text(encoding="utf-8"))
+    mixture = json.loads((run / "mixture.json").read_text(encoding="utf-8"))
     after = mixture.get("after", mixture)
     found = {}
     for task, labels in after.items():
@@ -214,18 +225,42 @@ def train_labels(out: Path) -> dict[str, str]:
     return found
 
 
-def learning_curve(out: Path) -> list[dict]:
-    """The selection split's score of every judged fine-tuning checkpoint, oldest first."""
+def learning_curve(run: Path) -> list[dict]:
+    """The selection split's score at every judged fine-tuning checkpoint (metrics.jsonl keeps them
+    all, retention or not), oldest first."""
     curve = []
-    for checkpoint, judgment in runs.selections(runs.checkpoints_dir(out / "finetune")):
-        curve.append({"checkpoint": checkpoint.name, **{k: v for k, v in judgment.items() if k != "checkpoint"}})
+    for record in runs.read_log(run, kind="select"):
+        curve.append({"step": record["step"], record["metric"]: round(record[record["metric"]], 4),
+                      **({"per_task": {k: round(v, 4) for k, v in record["per_task"].items()}}
+                         if "per_task" in record else {})})
     return curve
+
+
+def reference_smdis(out: Path, jmed_dir: Path, seed: int = 0) -> dict:
+    """What the training rows alone can teach about SMDIS: a character 1-3-gram TF-IDF logistic
+    regression (labels weighted to balance) fitted on the leak-free SMDIS rows and scored on the
+    evaluation set with the same kappa and interval. It says whether the split holds the signal a
+    model failed to learn, and how far a small model is from it."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # optional dependency: scikit-learn (dev extra)
+    from sklearn.linear_model import LogisticRegression  # optional dependency: scikit-learn (dev extra)
+
+    train = [json.loads(line) for line in (out / "data" / "jmed-train.jsonl").read_text(encoding="utf-8").splitlines()]
+    train = [r for r in train if r["task"] == "smdis"]
+    rows = jmed_llm.load_task(jmed_dir, "smdis")
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
+    features = vectorizer.fit_transform([r["messages"][1]["content"] for r in train])
+    classifier = LogisticRegression(max_iter=2000, class_weight="balanced").fit(features, [r["label"] for r in train])
+    answers = list(classifier.predict(vectorizer.transform([jmed.conversation(r)[1]["content"] for r in rows])))
+    scored = jmed_llm.score_task("smdis", rows, answers)
+    low, high = interval("smdis", rows, answers, seed)
+    return {"rows": len(train), "kappa": scored["kappa"], "low": low, "high": high, "accuracy": scored["accuracy"]}
 
 
 def results(args: argparse.Namespace, out: Path) -> str:
     jmed_dir = Path(args.jmed)
-    models = {name: task_results(jmed_dir, out / "eval" / name) for name in ("base", "instruct")}
-    trained = train_labels(out)
+    models = {"base": task_results(jmed_dir, out / "eval" / "base"),
+              "instruct": task_results(jmed_dir, out / "eval" / instruct(args))}
+    trained = train_labels(out / tuned(args))
     lines = ["| task | metric | n | eval labels | trained on | chance | base | base 95% CI | instruct | "
              "instruct 95% CI | instruct accuracy | instruct answers | unparsed (base / instruct) |",
              "|" + "---|" * 13]
@@ -241,13 +276,19 @@ def results(args: argparse.Namespace, out: Path) -> str:
                      f"{trained.get(task, 'none')} | {chance} | {b['metric']:.3f} | [{b['low']:.3f}, {b['high']:.3f}] | "
                      f"{i['metric']:.3f} | [{i['low']:.3f}, {i['high']:.3f}] | {i['accuracy']:.2f} | {i['answers']} | "
                      f"{b['unparsed']} / {i['unparsed']} |")
-    curve = learning_curve(out)
+    curve = learning_curve(out / tuned(args))
+    reference = reference_smdis(out, jmed_dir)
     text = ["# JMED-LLM at CPU scale: base and instruct", "", *lines, "",
+            f"Reference on SMDIS, no language model: a character n-gram logistic regression fitted on the same "
+            f"{reference['rows']:,} leak-free SMDIS training rows scores kappa {reference['kappa']:.3f} "
+            f"[{reference['low']:.3f}, {reference['high']:.3f}], accuracy {reference['accuracy']:.2f}.", "",
             "## Fine-tuning's selection split over the steps (the checkpoint choice's learning curve)", "",
             "```", *(json.dumps(point, ensure_ascii=False) for point in curve), "```", ""]
-    (out / "results.json").write_text(json.dumps({"models": models, "trained_on": trained, "curve": curve},
+    suffix = f"-{args.variant}" if args.variant else ""
+    (out / f"results{suffix}.json").write_text(json.dumps({"models": models, "trained_on": trained, "curve": curve,
+                                                  "reference_smdis": reference},
                                                  ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text("\n".join(text), encoding="utf-8")
+    (out / f"results{suffix}.md").write_text("\n".join(text), encoding="utf-8")
     return "\n".join(text)
 
 

@@ -151,8 +151,11 @@ def _gemma3_fields(config: ModelConfig) -> dict:
             "final_logit_softcapping": None, "attn_logit_softcapping": None}
 
 
-def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it."""
+def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None, *,
+           max_shard_size: int | None = None) -> None:
+    """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it:
+    config.json and the weights, in shards of at most `max_shard_size` bytes with an index when
+    they are larger (transformers' layout), else one model.safetensors."""
     config = model.config
     tensors = model.state_tensors()
     if dtype is not None:
@@ -167,9 +170,32 @@ def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None) 
     hf_tensors = {_rename(k, to_hf=True, sandwich=config.sandwich_norm): v.contiguous() for k, v in tensors.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(directory / "model.safetensors", lambda p: save_file(hf_tensors, p, metadata={"format": "pt"}))
+    write_weights(hf_tensors, directory, max_shard_size)
     text = json.dumps(hf_config(config, out_dtype), indent=2) + "\n"
     atomic_write(directory / "config.json", lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_weights(tensors: dict[str, torch.Tensor], directory: Path, max_shard_size: int | None = None,
+                  stem: str = "model") -> None:
+    """`<stem>.safetensors`, or `<stem>-00001-of-0000N.safetensors` shards of at most `max_shard_size`
+    bytes (a tensor larger than that gets a shard of its own) and `<stem>.safetensors.index.json`."""
+    size = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    for name, t in tensors.items():
+        if max_shard_size and shards[-1] and sum(size[n] for n in shards[-1]) + size[name] > max_shard_size:
+            shards.append({})
+        shards[-1][name] = t
+    if len(shards) == 1:
+        atomic_write(directory / f"{stem}.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+        return
+    weight_map = {}
+    for n, shard in enumerate(shards, start=1):
+        file = f"{stem}-{n:05d}-of-{len(shards):05d}.safetensors"
+        atomic_write(directory / file, lambda p, shard=shard: save_file(shard, p, metadata={"format": "pt"}))
+        weight_map.update(dict.fromkeys(shard, file))
+    index = {"metadata": {"total_size": sum(size.values())}, "weight_map": weight_map}
+    text = json.dumps(index, indent=2) + "\n"
+    atomic_write(directory / f"{stem}.safetensors.index.json", lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _read_safetensors(directory: Path) -> dict[str, torch.Tensor]:

@@ -264,7 +264,7 @@ def check_tokenizer(model_config, tokenizer, source: str | Path, chat: bool = Fa
         raise CheckpointError(f"{source}: the tokenizer does not match the model: " + "; ".join(problems))
 
 
-def _lora_base(model_dir: Path) -> Path:
+def lora_base(model_dir: Path) -> Path:
     """The base a LoRA checkpoint was trained on: the `init_from` of its run's config."""
     run = runs.run_of(model_dir)
     base = runs.run_config(run).get("init_from") if run is not None else None
@@ -298,7 +298,7 @@ class SLMAdapter(_TorchLM):
         chat: None reads it from the checkpoint (instruction tuning marks its checkpoints)."""
         model_dir = Path(model_dir)
         if (model_dir / ADAPTER_CONFIG).is_file():
-            base_model = load_model_folder(base or _lora_base(model_dir), dtype=torch.float32)
+            base_model = load_model_folder(base or lora_base(model_dir), dtype=torch.float32)
             model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
         else:
             model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()

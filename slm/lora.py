@@ -6,6 +6,11 @@ embedding and LM head: never the whole embedding. (A published medical
 fine-tune of Llama 3.2 saved a 3 GB "adapter" instead of about 50 MB because it
 added a pad token and saved the resized embedding.) While training, the old
 rows get no gradient and no weight decay, so they stay exactly the base's.
+
+save_peft_adapter writes the same adapter in PEFT's format (adapter_model.safetensors +
+adapter_config.json, plain safetensors and JSON: peft is not needed to write it), for
+`peft.PeftModel.from_pretrained` on the base's transformers export (slm.hf.export). Its
+adapter_config.json has the same file name as ours, so the two go in different folders.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from torch import nn
 from slm.chat import resize_token_embeddings
 from slm.checkpoint import atomic_write, read_safetensors
 from slm.config import Config, ConfigError
+from slm.hf import _rename, hf_config
 from slm.model import SLM
 
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter.safetensors", "adapter_config.json"
+PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+_PEFT_PREFIX = "base_model.model."  # PeftModel -> LoraModel -> the transformers model's own names
 
 
 @dataclasses.dataclass
@@ -159,6 +167,70 @@ def copy_adapter_tensors(model: SLM, tensors: dict[str, torch.Tensor], source: s
         raise ValueError(f"{source}: adapter lacks {sorted(missing)[:3]}...")
     for name, t in tensors.items():
         params[name].copy_(t)
+
+
+def save_peft_adapter(model: SLM, directory: str | Path, *, base_model: str = "") -> None:
+    """Write a LoRA model's adapter as a PEFT LoRA adapter for the transformers export of its base.
+
+    `PeftModel.from_pretrained(base, directory)` then computes what `model` computes. The A and B
+    matrices keep their values: PEFT scales by lora_alpha / r as we do (no rsLoRA). `base_model`
+    goes into base_model_name_or_path (where AutoPeftModelForCausalLM finds the base; null when
+    empty, as PEFT writes it).
+
+    Added tokens (a vocabulary grown by `new_token_rows`) travel as PEFT's trainable tokens
+    (LoraConfig.trainable_token_indices): only the new rows, as the exported model holds them
+    (the embedding's multiplied by sqrt(d_model) where export folds the scale in; the LM head's
+    as well unless the export ties it to the embedding), never the whole embedding. PEFT replaces
+    those rows but cannot grow a
+    vocabulary, so the base it loads onto must already have the adapter's vocab_size; what its
+    new rows hold does not matter. Either export the base grown the same way
+    (`slm.chat.resize_token_embeddings(base, vocab_size)` before `slm.hf.export`), or grow the
+    transformers model (`hf_model.resize_token_embeddings(vocab_size)`) before loading. On the
+    base as it was, the indices are out of range: PEFT fails loading it (IndexError).
+    """
+    if not hasattr(model, "lora_config"):
+        raise ValueError("save_peft_adapter needs a model with LoRA applied (slm.lora.apply_lora)")
+    tensors, token_indices = _peft_token_rows(model)
+    tensors.update(_peft_lora_tensors(model))
+    lora = model.lora_config
+    targets = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, LoRALinear)})
+    meta = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
+            "lora_dropout": lora.dropout, "use_rslora": False, "target_modules": targets, "bias": "none",
+            "fan_in_fan_out": False, "inference_mode": True, "base_model_name_or_path": base_model or None,
+            "trainable_token_indices": token_indices or None, "modules_to_save": None}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / PEFT_WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(directory / PEFT_CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+
+
+def _peft_lora_tensors(model: SLM) -> dict[str, torch.Tensor]:
+    """A and B under the names PEFT gives them on the exported model (...q_proj.lora_A.weight)."""
+    tensors = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            prefix = _PEFT_PREFIX + _rename(name + ".", to_hf=True, sandwich=model.config.sandwich_norm)
+            tensors[prefix + "lora_A.weight"] = module.lora_a.detach().cpu().clone()
+            tensors[prefix + "lora_B.weight"] = module.lora_b.detach().cpu().clone()
+    return tensors
+
+
+def _peft_token_rows(model: SLM) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """The new embedding/head rows as slm.hf.export would write them, under the names of PEFT's
+    trainable-tokens layers, and their indices per layer; nothing when no tokens were added."""
+    rows, config = model.lora_new_rows, model.config
+    if not rows:
+        return {}, {}
+    exported = hf_config(config, model.embed.weight.dtype)
+    embed = model.embed.weight[-rows:].detach()
+    if config.scale_embeddings and not exported["model_type"].startswith("gemma"):  # as export folds it
+        embed = embed * math.sqrt(config.d_model)
+    layers = {_rename("embed.", to_hf=True): embed}
+    if not exported["tie_word_embeddings"]:  # a tied export: PEFT ties the head's rows to the embedding's
+        layers["lm_head."] = model.lm_head.weight[-rows:].detach()
+    indices = list(range(config.vocab_size - rows, config.vocab_size))
+    tensors = {f"{_PEFT_PREFIX}{name}token_adapter.trainable_tokens_delta": t.cpu().clone() for name, t in layers.items()}
+    return tensors, {name.rstrip(".").rsplit(".", 1)[-1]: indices for name in layers}
 
 
 def merge_lora(model: SLM) -> SLM:

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {"slm", "slm.config", "slm.model", "slm.generate", "slm.checkpoint", "slm.hf", "slm.lm", "slm.chat",
         "slm.runs", "slm.metrics", "slm.lora", "slm.jmed"}
-TOOLS = {"slm.recipe", "slm.export", "slm.analysis", "slm.demo"}
+TOOLS = {"slm.recipe", "slm.export", "slm.model_card", "slm.analysis", "slm.demo"}
 STAGES = ("slm.data", "slm.train", "slm.finetune", "slm.eval")
 CLIS = {"evaluate", "train", "finetune"}
 

@@ -151,6 +151,14 @@ def _gemma3_fields(config: ModelConfig) -> dict:
             "final_logit_softcapping": None, "attn_logit_softcapping": None}
 
 
+def export_embedding_scale(config: ModelConfig) -> float:
+    """What export multiplies the embedding by: sqrt(d_model) for a model that scales its embedding
+    exported as an architecture that does not (Gemma scales its embedding itself), else 1."""
+    if config.scale_embeddings and not _architecture(config)[1].startswith("gemma"):
+        return math.sqrt(config.d_model)
+    return 1.0
+
+
 def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None, *,
            max_shard_size: int | None = None) -> None:
     """Write `directory` so that `transformers.AutoModelForCausalLM.from_pretrained(directory)` loads it:
@@ -161,12 +169,12 @@ def export(model: SLM, directory: str | Path, dtype: torch.dtype | None = None, 
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     out_dtype = tensors["embed.weight"].dtype
-    family = _architecture(config)[1]
-    if config.scale_embeddings and not family.startswith("gemma"):  # Gemma scales its embedding itself
+    scale = export_embedding_scale(config)
+    if scale != 1.0:
         if config.tie_embeddings:
             tensors["lm_head.weight"] = tensors["embed.weight"]
         # The same multiplication the forward pass does, so logits stay bit-identical.
-        tensors["embed.weight"] = tensors["embed.weight"] * math.sqrt(config.d_model)
+        tensors["embed.weight"] = tensors["embed.weight"] * scale
     hf_tensors = {_rename(k, to_hf=True, sandwich=config.sandwich_norm): v.contiguous() for k, v in tensors.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from torch import nn
 from slm.chat import resize_token_embeddings
 from slm.checkpoint import atomic_write, read_safetensors
 from slm.config import Config, ConfigError
-from slm.hf import _rename, hf_config
+from slm.hf import _rename, export_embedding_scale, hf_config
 from slm.model import SLM
 
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter.safetensors", "adapter_config.json"
@@ -223,8 +223,7 @@ def _peft_token_rows(model: SLM) -> tuple[dict[str, torch.Tensor], dict[str, lis
         return {}, {}
     exported = hf_config(config, model.embed.weight.dtype)
     embed = model.embed.weight[-rows:].detach()
-    if config.scale_embeddings and not exported["model_type"].startswith("gemma"):  # as export folds it
-        embed = embed * math.sqrt(config.d_model)
+    embed = embed * export_embedding_scale(config)  # as export folds the embedding scale in
     layers = {_rename("embed.", to_hf=True): embed}
     if not exported["tie_word_embeddings"]:  # a tied export: PEFT ties the head's rows to the embedding's
         layers["lm_head."] = model.lm_head.weight[-rows:].detach()

@@ -25,7 +25,7 @@ test: $(STAMP)
 # both models on the sample questions (IgakuQA and JMED-LLM formats) and a checkpoint sweep.
 SAMPLE_BENCH := data/sample/benchmarks
 demo: $(STAMP)
-	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample runs/finetune/tiny-sample runs/eval
+	rm -rf runs/demo runs/data/sample runs/pretrain/tiny-sample runs/finetune/tiny-sample runs/eval runs/export/tiny-sample
 	$(PY) -m tokenizer.train --input data/sample/corpus --vocab-size 8000 --allow-smaller-vocab --out runs/demo/tokenizer
 	$(PY) -m slm.data.prepare --config configs/data/sample.yaml
 	$(PY) train.py --config configs/pretrain/tiny-sample.yaml
@@ -36,6 +36,7 @@ demo: $(STAMP)
 	$(PY) evaluate.py sweep runs/pretrain/tiny-sample --benchmarks igakuqa jmed-llm perplexity --method loglik \
 		--igakuqa-data $(SAMPLE_BENCH)/igakuqa --jmed-llm-data $(SAMPLE_BENCH)/jmed-llm \
 		--perplexity-data data/sample/corpus/nursing_notes.txt
+	$(PY) -m slm.export --model runs/finetune/tiny-sample --out runs/export/tiny-sample
 
 bench: $(STAMP)
 	$(PY) bench/model_cpu.py

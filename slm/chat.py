@@ -2,6 +2,7 @@
 
     <begin_of_text><|system|>{system}<|user|>{user}<|assistant|>{answer}<end_of_text><|user|>...
 
+`CHAT_TEMPLATE` is this template in Jinja, for a model exported to transformers (slm.export).
 Special tokens are inserted by id and text is encoded between them, so a message
 that contains the string "<|user|>" cannot forge a turn. The loss covers each
 assistant turn from the token right after <|assistant|> through its
@@ -67,6 +68,32 @@ def encode_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = F
         ids.append(tokenizer.token_id(ASSISTANT))
         labels.append(IGNORE)
     return Encoded(ids, labels)
+
+
+# The same template in Jinja, for transformers (an export's tokenizer_config.json, tokenizer.hf_export):
+# `apply_chat_template(messages, tokenize=True, add_generation_prompt=...)` on the exported tokenizer gives
+# `encode_chat(...).input_ids` (tests/test_tokenizer_transformers.py); rendered, it is `render`'s text.
+# The tokenizer turns the role tokens it writes into their ids and keeps the same strings inside
+# messages as text, as encode_chat does. Conversations encode_chat refuses, it refuses too.
+CHAT_TEMPLATE = (
+    "{% set roles = {'system': '<|system|>', 'user': '<|user|>', 'assistant': '<|assistant|>'} %}"
+    "<begin_of_text>"
+    "{% for message in messages %}"
+    "{% if message['role'] not in roles %}"
+    "{{ raise_exception('a message role is system, user or assistant, got ' + message['role']) }}"
+    "{% elif message['role'] == 'system' and not loop.first %}"
+    "{{ raise_exception('a system message can only come first') }}"
+    "{% endif %}"
+    "{{ roles[message['role']] + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}<end_of_text>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{% if messages[-1]['role'] == 'assistant' %}"
+    "{{ raise_exception('add_generation_prompt needs the conversation to end with a user message') }}"
+    "{% endif %}"
+    "<|assistant|>"
+    "{% endif %}"
+)
 
 
 def render(messages: list[dict]) -> str:

@@ -49,7 +49,7 @@ from slm.generate import left_pad
 from slm.hf import load_model_folder
 from slm.lora import ADAPTER_CONFIG, load_adapter, merge_lora
 from slm.model import SLM
-from tokenizer.hf import load_tokenizer
+from tokenizer.hf import export_config, load_tokenizer
 
 Prompt = Union[str, list[dict]]
 PROMPT_CACHE_SIZE = 4096  # encoded prompts kept (a benchmark's questions, each asked more than once)
@@ -297,13 +297,16 @@ class SLMAdapter(_TorchLM):
         LoRA adapter folder put on its base (`base`, else its run's `init_from`) and merged.
         chat: None reads it from the checkpoint (instruction tuning marks its checkpoints)."""
         model_dir = Path(model_dir)
+        exported = export_config(model_dir)  # slm's model exported for transformers (slm.export), read back
         if (model_dir / ADAPTER_CONFIG).is_file():
             base_model = load_model_folder(base or lora_base(model_dir), dtype=torch.float32)
             model = merge_lora(load_adapter(base_model, model_dir)).to(device=device, dtype=dtype).eval()
         else:
-            model = SLM.from_pretrained(model_dir, device=device, dtype=dtype).eval()
-        tokenizer = load_tokenizer(model_dir / runs.TOKENIZER_DIR)  # ours, or the transformers one it was tuned with
-        chat = runs.is_chat(model_dir) if chat is None else chat
+            model = load_model_folder(model_dir, device=device, dtype=dtype).eval()
+        # ours, the transformers one it was tuned with, or an export's (the folder itself)
+        tokenizer = load_tokenizer(model_dir if exported else model_dir / runs.TOKENIZER_DIR)
+        if chat is None:
+            chat = "chat_template" in exported if exported else runs.is_chat(model_dir)
         check_tokenizer(model.config, tokenizer, model_dir, chat)
         return cls(model, tokenizer, chat=chat, name=model_dir.resolve().name, max_length=max_length)
 
@@ -447,8 +450,8 @@ def load_lm(path: str | Path, device: str | torch.device = "cpu", dtype: torch.d
     if not config_path.is_file():
         raise ValueError(f"{path} is not a model folder: config.json is missing")
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    if "model_type" in config:
+    if "model_type" in config and export_config(path) is None:
         return HFAdapter(path, device=device, dtype=dtype, chat=chat)
-    if "d_model" in config:
+    if "model_type" in config or "d_model" in config:  # ours, or ours exported (slm.export): read back as slm
         return SLMAdapter.from_folder(path, device=device, dtype=dtype, chat=chat)
     raise ValueError(f"{config_path}: neither a transformers config (model_type) nor an slm ModelConfig (d_model)")

@@ -13,6 +13,7 @@ may be English.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tokenizer.clean import CleanConfig
 from tokenizer.folders import StagedFolder
 
 HF_CONFIG = "tokenizer_config.json"
+EXPORT_CLASS = "SLMTokenizer"  # its tokenizer_class: slm's own tokenizer exported (tokenizer.hf_export)
 NEUTRAL_CLEANING = CleanConfig(skip=["fullwidth_punct", "dashes", "unify_symbols", "restore_symbols", "allowed_chars"])
 
 
@@ -128,13 +130,27 @@ class HFTokenizer:
 
 
 def load_tokenizer(directory: str | Path):
-    """A tokenizer folder, ours (python -m tokenizer.train) or a transformers one."""
+    """A tokenizer folder: ours (python -m tokenizer.train), ours exported for transformers (read
+    back as the JapaneseTokenizer it was), or a transformers one."""
     directory = Path(directory)
-    if (directory / HF_CONFIG).is_file():
+    exported = export_config(directory)
+    if exported is None and (directory / HF_CONFIG).is_file():
         return HFTokenizer(directory)
     from tokenizer.japanese import JapaneseTokenizer  # the MeCab stack (sentencepiece, fugashi), ours only
 
+    if exported is not None:  # ours exported (tokenizer.hf_export): its files and settings, no code from the folder
+        if "settings" not in exported:
+            raise ValueError(f"{directory / HF_CONFIG}: an {EXPORT_CLASS} export without its settings")
+        return JapaneseTokenizer(directory, settings=exported["settings"])
     return JapaneseTokenizer.load(directory)
+
+
+def export_config(directory: str | Path) -> dict | None:
+    """The tokenizer_config.json of slm's tokenizer exported for transformers (tokenizer.hf_export),
+    or None when `directory` holds no such export."""
+    path = Path(directory) / HF_CONFIG
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return config if config.get("tokenizer_class") == EXPORT_CLASS else None
 
 
 def model_tokenizer_dir(model_dir: str | Path) -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from tokenizer.clean import META_SPACE, CleanConfig, normalize
+from tokenizer.clean import CleanConfig, normalize
 from tokenizer.folders import StagedFolder
 from tokenizer.morph import Morphology, unidic_version
 
@@ -45,18 +45,21 @@ PIECE_CACHE_SIZE = 1 << 20  # morphemes cached before the cache is emptied (boun
 
 
 class JapaneseTokenizer:
-    def __init__(self, directory: str | Path):
-        """Load a saved tokenizer folder (see `load`)."""
+    def __init__(self, directory: str | Path, settings: dict | None = None):
+        """Load a saved tokenizer folder (see `load`). settings: the folder's tokenizer.json unless
+        given (a transformers export keeps them in its tokenizer_config.json: tokenizer.hf_export)."""
         self.directory = Path(directory)
         settings_path = self.directory / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise FileNotFoundError(f"{self.directory} is not a tokenizer folder: {SETTINGS_FILE} is missing")
-        self.settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        if settings is None:
+            if not settings_path.is_file():
+                raise FileNotFoundError(f"{self.directory} is not a tokenizer folder: {SETTINGS_FILE} is missing")
+            settings = json.loads(settings_path.read_text(encoding="utf-8"))
+        self.settings = settings
         if self.settings.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{settings_path}: format_version {self.settings.get('format_version')} is not {FORMAT_VERSION}")
         if self.settings["unidic_version"] != unidic_version():
             warnings.warn(
-                f"{settings_path}: trained with unidic-lite {self.settings['unidic_version']}, "
+                f"{self.directory}: trained with unidic-lite {self.settings['unidic_version']}, "
                 f"this environment has {unidic_version()}; morphemes may differ", stacklevel=2
             )
         self.clean_config = CleanConfig.from_dict(self.settings["clean"])
@@ -66,7 +69,6 @@ class JapaneseTokenizer:
         self.special_tokens: dict[str, int] = self.settings["special_tokens"]
         self._special_by_id = {i: s for s, i in self.special_tokens.items()}
         self._pieces = _PieceCache(self._sp)
-        self.fallback_lines = 0  # lines MeCab did not reproduce exactly (encoded whole instead)
 
     @classmethod
     def load(cls, directory: str | Path) -> JapaneseTokenizer:
@@ -142,13 +144,13 @@ class JapaneseTokenizer:
         return normalize(text, self.clean_config)
 
     def morphemes(self, line: str) -> list[str]:
-        """MeCab's morphemes of one normalised line, spaces shown as ▁."""
-        line = line.replace(" ", META_SPACE)
-        parts = self._morph.split(line)
-        if "".join(parts) != line:  # never seen; kept lossless (and counted) if MeCab ever drops a character
-            self.fallback_lines += 1
-            return [line]
-        return parts
+        """MeCab's morphemes of one normalised line, spaces shown as ▁ (tokenizer.morph)."""
+        return self._morph.morphemes(line)
+
+    @property
+    def fallback_lines(self) -> int:
+        """Lines MeCab did not reproduce exactly (encoded whole instead)."""
+        return self._morph.fallback_lines
 
     def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         ids = [self.bos_id] if add_bos else []

@@ -29,6 +29,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Relative: this file is also copied, as it is, beside tokenization_slm.py into an exported
+# transformers tokenizer (tokenizer.hf_export), where there is no `tokenizer` package.
+from .clean import META_SPACE
+
 DICT_DIR = Path(__file__).parent / "dict"
 STARTER_DICT = DICT_DIR / "medical_terms.csv"
 CATEGORIES = ("disease", "symptom", "finding", "drug", "exam", "anatomy", "procedure")
@@ -144,7 +148,7 @@ def build_user_dict(terms_csv: str | Path, out: str | Path, normalize: Callable[
 
 
 class Morphology:
-    """Splits one line of text (spaces already turned into the meta-space) into morphemes."""
+    """Splits one line of text into morphemes."""
 
     def __init__(self, user_dict: str | Path | None = None):
         import fugashi  # the MeCab stack, loaded when text is tokenised: slm.model and slm.train import without it
@@ -155,6 +159,7 @@ class Morphology:
                 raise UserDictError(f"{user_dict}: no such MeCab user dictionary")
             args += f" -u {shlex.quote(str(user_dict))}"  # fugashi splits its arguments as a shell does
         self.user_dict = user_dict
+        self.fallback_lines = 0  # lines MeCab did not reproduce exactly (kept whole instead)
         try:
             self._tagger = fugashi.Tagger(args)
         except RuntimeError as e:
@@ -168,3 +173,13 @@ class Morphology:
     def split(self, line: str) -> list[str]:
         """Morphemes whose concatenation is `line` (which must hold no spaces or newlines)."""
         return self._tagger.parse(line).split()
+
+    def morphemes(self, line: str) -> list[str]:
+        """The morphemes `encode` uses for one normalised line (no newlines): spaces shown as ▁, and
+        the whole line as one morpheme if MeCab ever failed to reproduce it (never seen; counted)."""
+        line = line.replace(" ", META_SPACE)
+        parts = self.split(line)
+        if "".join(parts) != line:
+            self.fallback_lines += 1
+            return [line]
+        return parts

@@ -155,16 +155,19 @@ def _evaluations(checkpoint: Path) -> list[str]:
 
 
 def _usage(chat: bool, adapter_only: bool) -> list[str]:
+    """Code that runs as it is once FOLDER (and BASE_EXPORT for an adapter) is set (tests/test_export.py)."""
     if adapter_only:
         load = ("from peft import PeftModel\nbase = AutoModelForCausalLM.from_pretrained(BASE_EXPORT)\n"
                 "model = PeftModel.from_pretrained(base, FOLDER)")
     else:
         load = "model = AutoModelForCausalLM.from_pretrained(FOLDER)"
-    ask = ('ids = tok.apply_chat_template([{"role": "user", "content": "高血圧の治療薬は？"}], add_generation_prompt=True,\n'
-           '                              return_tensors="pt")') if chat else 'ids = tok("高血圧は", return_tensors="pt").input_ids'
+    ask = ('inputs = tok.apply_chat_template([{"role": "user", "content": "高血圧の治療薬は？"}],\n'
+           '                                 add_generation_prompt=True, return_tensors="pt")') if chat else \
+        'inputs = tok("高血圧は", return_tensors="pt")'
     return ["## How to use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
             "tok = AutoTokenizer.from_pretrained(FOLDER, trust_remote_code=True)", load, ask,
-            "print(tok.decode(model.generate(ids, max_new_tokens=64)[0], skip_special_tokens=True))", "```", ""]
+            "out = model.generate(**inputs, max_new_tokens=64)  # generation_config.json: the recommended sampling",
+            'print(tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", ""]
 
 
 def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_only: bool, license: str) -> str:
@@ -172,8 +175,8 @@ def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_o
     run = runs.run_of(checkpoint)
     base = runs.run_config(run).get("init_from") if run is not None else None
     name = runs.display_name(checkpoint)
-    kind = "instruction-tuned" if chat else "base"
-    intro = [f"# {name}", "", f"A {kind} Japanese medical language model trained with slm"
+    kind = "An instruction-tuned" if chat else "A base"
+    intro = [f"# {name}", "", f"{kind} Japanese medical language model trained with slm"
              f"{' (a LoRA adapter in PEFT format)' if adapter_only else ''}. Exported from `{checkpoint}`.", ""]
     return "\n".join([_metadata(license=license, base=runs.display_name(Path(base)) if base else None,
                                 adapter_only=adapter_only), *intro, *_architecture(model),

@@ -107,6 +107,11 @@ def test_the_chat_template_gives_slms_ids_and_a_pipeline_decodes_greedily_as_slm
                     return_full_text=False)[0]["generated_text"]
         new = model.generate([prompt_ids], max_new_tokens=12, repetition_penalty=penalty)[0, len(prompt_ids):]
         assert text == tok.decode(new.tolist(), skip_special_tokens=True), penalty
+    # A conversation through the pipeline: its chat template, then greedy decoding, as slm answers it.
+    reply = pipe(CHAT, do_sample=False, max_new_tokens=12, repetition_penalty=1.0)[0]["generated_text"][-1]
+    chat_ids = encode_chat(tok, CHAT, add_generation_prompt=True).input_ids
+    new = model.generate([chat_ids], max_new_tokens=12)[0, len(chat_ids):]
+    assert reply == {"role": "assistant", "content": tok.decode(new.tolist(), skip_special_tokens=True)}
 
 
 def test_a_sharded_export_loads_with_identical_logits_and_reads_back_into_slm(chat_run, tmp_path):
@@ -145,6 +150,8 @@ def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run
     assert head["pipeline_tag"] == "text-generation" and "medical" in head["tags"] and head["base_model"] == "base"
     assert "Parameters:" in card and "| smdis | 0.31 (0.66) |" in card and "chosen by task" in card
     assert "not a medical device" in card and "apply_chat_template" in card
+    usage = card.split("```python\n")[-1].split("```")[0]  # the card's own example runs as it is
+    exec(compile(usage, "README.md", "exec"), {"FOLDER": str(out), "print": lambda *a: None})
 
 
 def test_an_occupied_out_is_refused_and_overwrite_replaces_an_export(chat_run, tmp_path, capsys):
@@ -207,4 +214,9 @@ def test_a_lora_run_exports_merged_or_as_a_peft_adapter_with_the_same_logits(lor
     peft_model = PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base"),
                                            tmp_path / "adapter").eval()
     torch.testing.assert_close(peft_model(ids).logits, expected, atol=1e-5, rtol=1e-5)
+    card = (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert "library_name: peft" in card
+    usage = card.split("```python\n")[-1].split("```")[0]  # the adapter card's example runs as it is
+    exec(compile(usage, "README.md", "exec"), {"FOLDER": str(tmp_path / "adapter"),
+                                               "BASE_EXPORT": str(tmp_path / "base"), "print": lambda *a: None})
     assert main(["--model", str(base), "--out", str(tmp_path / "x"), "--adapter-only"]) == 2

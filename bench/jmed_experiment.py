@@ -49,6 +49,7 @@ from slm.eval import jmed_llm  # noqa: E402
 HERE = Path(__file__).resolve().parent / "experiment"
 TASKS = list(jmed_llm.TASKS)
 BOOTSTRAP = 2000  # resamples of each task's rows for the 95% intervals
+REFERENCE_ROWS = (250, 500, 1000, 2000, 4000, 8000)  # training rows of the SMDIS reference's data curve
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -240,20 +241,30 @@ def reference_smdis(out: Path, jmed_dir: Path, seed: int = 0) -> dict:
     """What the training rows alone can teach about SMDIS: a character 1-3-gram TF-IDF logistic
     regression (labels weighted to balance) fitted on the leak-free SMDIS rows and scored on the
     evaluation set with the same kappa and interval. It says whether the split holds the signal a
-    model failed to learn, and how far a small model is from it."""
+    model failed to learn, and how far a small model is from it; fitted again on random subsets
+    (REFERENCE_ROWS), it says how much data that signal needs."""
     from sklearn.feature_extraction.text import TfidfVectorizer  # optional dependency: scikit-learn (dev extra)
     from sklearn.linear_model import LogisticRegression  # optional dependency: scikit-learn (dev extra)
 
     train = [json.loads(line) for line in (out / "data" / "jmed-train.jsonl").read_text(encoding="utf-8").splitlines()]
     train = [r for r in train if r["task"] == "smdis"]
     rows = jmed_llm.load_task(jmed_dir, "smdis")
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
-    features = vectorizer.fit_transform([r["messages"][1]["content"] for r in train])
-    classifier = LogisticRegression(max_iter=2000, class_weight="balanced").fit(features, [r["label"] for r in train])
-    answers = list(classifier.predict(vectorizer.transform([jmed.conversation(r)[1]["content"] for r in rows])))
+    questions = [jmed.conversation(r)[1]["content"] for r in rows]
+
+    def fitted(subset: list[dict]) -> list[str]:
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
+        features = vectorizer.fit_transform([r["messages"][1]["content"] for r in subset])
+        classifier = LogisticRegression(max_iter=2000, class_weight="balanced")
+        return list(classifier.fit(features, [r["label"] for r in subset]).predict(vectorizer.transform(questions)))
+
+    answers = fitted(train)
     scored = jmed_llm.score_task("smdis", rows, answers)
     low, high = interval("smdis", rows, answers, seed)
-    return {"rows": len(train), "kappa": scored["kappa"], "low": low, "high": high, "accuracy": scored["accuracy"]}
+    rng = random.Random(seed)
+    curve = [{"rows": n, "kappa": round(jmed_llm.score_task("smdis", rows, fitted(rng.sample(train, n)))["kappa"], 3)}
+             for n in REFERENCE_ROWS if n < len(train)]
+    return {"rows": len(train), "kappa": scored["kappa"], "low": low, "high": high, "accuracy": scored["accuracy"],
+            "by_rows": curve + [{"rows": len(train), "kappa": round(scored["kappa"], 3)}]}
 
 
 def results(args: argparse.Namespace, out: Path) -> str:
@@ -278,10 +289,12 @@ def results(args: argparse.Namespace, out: Path) -> str:
                      f"{b['unparsed']} / {i['unparsed']} |")
     curve = learning_curve(out / tuned(args))
     reference = reference_smdis(out, jmed_dir)
+    by_rows = ", ".join(f"{point['rows']:,}: {point['kappa']:.3f}" for point in reference["by_rows"])
     text = ["# JMED-LLM at CPU scale: base and instruct", "", *lines, "",
             f"Reference on SMDIS, no language model: a character n-gram logistic regression fitted on the same "
             f"{reference['rows']:,} leak-free SMDIS training rows scores kappa {reference['kappa']:.3f} "
-            f"[{reference['low']:.3f}, {reference['high']:.3f}], accuracy {reference['accuracy']:.2f}.", "",
+            f"[{reference['low']:.3f}, {reference['high']:.3f}], accuracy {reference['accuracy']:.2f}; fitted on random "
+            f"subsets, kappa by training rows: {by_rows}.", "",
             "## Fine-tuning's selection split over the steps (the checkpoint choice's learning curve)", "",
             "```", *(json.dumps(point, ensure_ascii=False) for point in curve), "```", ""]
     suffix = f"-{args.variant}" if args.variant else ""

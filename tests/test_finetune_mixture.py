@@ -8,8 +8,8 @@ import pytest
 
 from slm.config import ConfigError
 from slm.data.readers import ReadErrors
-from slm.finetune.mixture import (NO_LABEL, NO_TASK, InstructionMixture, Tag, counts, load_tagged, mix, prepare,
-                                  split_selection, tag_of)
+from slm.finetune.mixture import (NO_LABEL, NO_TASK, InstructionMixture, Tag, counts, describe, load_tagged, mix,
+                                  prepare, split_selection, tag_of)
 
 
 def tags_of(spec: dict[str, dict[str | None, int]], untagged: int = 0) -> list[Tag]:
@@ -118,3 +118,10 @@ def test_tags_are_read_beside_load_conversations_and_the_counts_reported(tmp_pat
     assert data.report["untagged"] == 1 and counts(data.train_tags) == data.report["after"]
     held = {c[0]["content"] for c in data.held_out}
     assert len(held) == 10 and not held & {c[0]["content"] for c in data.train}  # never trained on
+    assert data.report["selection_untrained"] == {}
+    # A task the mixture leaves out (a cap of 0) is not judged either: its held-out rows are set aside, said.
+    data = prepare(train_files=[str(path)], eval_files=[], mixture=InstructionMixture(cap={"nrner": 0}),
+                   selection_fraction=0.2, seed=0, errors=ReadErrors())
+    assert "nrner" not in data.report["after"] and {t.task for t in data.held_out_tags} == {"smdis"}
+    assert data.report["selection_untrained"] == {"nrner": {NO_LABEL: 2}} and "nrner" not in data.report["selection"]
+    assert "not trained on, so its 2 held-out conversations are not judged" in describe(data.report)

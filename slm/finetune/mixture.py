@@ -220,13 +220,15 @@ class Prepared:
     train_tags: list[Tag]
     held_out: list[list[dict]]
     held_out_tags: list[Tag]
-    report: dict  # {"before", "selection", "after": {task: {label: n}}, "untagged": n}
+    report: dict  # {"before", "selection", "selection_untrained", "after": {task: {label: n}}, "untagged": n}
 
 
 def prepare(*, train_files: list[str], eval_files: list[str], mixture: InstructionMixture,
             selection_fraction: float, seed: int, errors: ReadErrors) -> Prepared:
     """The training conversations after the selection split (when there are no eval_files and
-    `selection_fraction` is set) and the mixture, and the held-out ones: eval_files, or the split."""
+    `selection_fraction` is set) and the mixture, and the held-out ones: eval_files, or the split
+    less the tasks that the mixture leaves out of training (counted in "selection_untrained"):
+    a checkpoint is judged on what it was taught."""
     conversations, tags = load_tagged(train_files, errors)
     if eval_files:
         held, held_tags = load_tagged(eval_files, errors)
@@ -238,8 +240,15 @@ def prepare(*, train_files: list[str], eval_files: list[str], mixture: Instructi
         train, held, held_tags = list(range(len(conversations))), [], []
     before = [tags[i] for i in train]
     chosen = [train[i] for i in mix(before, mixture, seed)] if mixture.active() else train
+    untrained = []
+    if not eval_files:  # the automatic split judges only the tasks the mixture trains on (a cap of 0 drops a task)
+        trained = {tags[i].task for i in chosen}
+        untrained = [t for t in held_tags if t.task not in trained]
+        judged = [j for j, t in enumerate(held_tags) if t.task in trained]
+        held, held_tags = [held[j] for j in judged], [held_tags[j] for j in judged]
     report = {"before": counts(before), "selection": counts(held_tags) if held_tags else {},
-              "after": counts([tags[i] for i in chosen]), "untagged": sum(tags[i].task is None for i in chosen)}
+              "selection_untrained": counts(untrained), "after": counts([tags[i] for i in chosen]),
+              "untagged": sum(tags[i].task is None for i in chosen)}
     return Prepared([conversations[i] for i in chosen], [tags[i] for i in chosen], held, held_tags, report)
 
 
@@ -248,11 +257,13 @@ def describe(report: dict) -> str:
     lines = []
     for task in sorted(set(report["before"]) | set(report["selection"]), key=lambda t: (t == NO_TASK, t)):
         before, after = report["before"].get(task, {}), report["after"].get(task, {})
-        held = report["selection"].get(task, {})
+        held, untrained = report["selection"].get(task, {}), report.get("selection_untrained", {}).get(task, {})
         cells = [f"{label} {before.get(label, 0)}->{after.get(label, 0)}" + (f" (+{held[label]} held out)"
                                                                              if held.get(label) else "")
                  for label in sorted(set(before) | set(held))]
-        lines.append(f"  {task}: " + ", ".join(cells))
+        note = (f"; not trained on, so its {sum(untrained.values())} held-out conversations are not judged"
+                if untrained else "")
+        lines.append(f"  {task}: " + ", ".join(cells) + note)
     return "\n".join(lines)
 
 

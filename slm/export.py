@@ -13,7 +13,8 @@
   (`trust_remote_code=True`) that normalises, runs MeCab with the same user dictionary and the
   same SentencePiece model, giving exactly JapaneseTokenizer's ids; the chat template as Jinja
   (slm.chat.CHAT_TEMPLATE) for a model that was instruction-tuned;
-- README.md, a model card in the Hub's format (model_card), filled from the run folder.
+- README.md, a model card in the Hub's format (model_card), filled from the run folder, with the
+  evaluation tables found for the checkpoint and those of `--evaluation DIR` (evaluate.py's --out).
 
 A LoRA checkpoint is merged onto its base; with `--adapter-only` it is written as a PEFT adapter
 instead (slm.lora.save_peft_adapter), to put on the base's own export with
@@ -40,7 +41,7 @@ from slm.config import ConfigError
 from slm.generate import RECOMMENDED
 from slm.lm import SLMAdapter, lora_base
 from slm.lora import ADAPTER_CONFIG, load_adapter, save_peft_adapter
-from slm.model_card import model_card
+from slm.model_card import evaluation_tables, model_card
 from tokenizer.folders import FolderExistsError, StagedFolder
 from tokenizer.hf import HF_CONFIG
 from tokenizer.hf_export import save_transformers_tokenizer
@@ -63,6 +64,7 @@ class ExportOptions:
     max_shard_size: str = "5GB"
     adapter_only: bool = False
     license: str = "other"  # the card's license: the data's and the base model's terms decide it
+    evaluations: tuple[str, ...] = ()  # result folders (evaluate.py --out) whose tables the card shows too
     overwrite: bool = False
 
 
@@ -102,6 +104,7 @@ def export(model: str | Path, out: str | Path, options: ExportOptions = ExportOp
     if options.dtype is not None and options.dtype not in DTYPES:
         raise ExportError(f"--dtype {options.dtype!r}: one of {', '.join(DTYPES)}")
     shard = parse_size(options.max_shard_size)
+    tables = evaluation_tables(checkpoint, options.evaluations)  # checked before any work
     stage = StagedFolder(out, replace=options.overwrite, owned=_owned(Path(out)), what="an export")  # before loading
     loaded = SLMAdapter.from_folder(checkpoint)  # a LoRA checkpoint comes merged onto its base
     chat = loaded.chat
@@ -116,7 +119,7 @@ def export(model: str | Path, out: str | Path, options: ExportOptions = ExportOp
         save_transformers_tokenizer(loaded.tokenizer, tmp, chat_template=CHAT_TEMPLATE if chat else None,
                                     model_max_length=loaded.model.config.max_seq_len)
         card = model_card(checkpoint, loaded.model, loaded.tokenizer, chat=chat, adapter_only=options.adapter_only,
-                          license=options.license)
+                          license=options.license, evaluations=tables)
         atomic_write(tmp / CARD, lambda p: p.write_text(card, encoding="utf-8"))
     return checkpoint
 
@@ -131,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
                    help="largest weight file; above it, shards with an index (default: %(default)s)")
     p.add_argument("--adapter-only", action="store_true", help="a LoRA checkpoint as a PEFT adapter, not merged")
     p.add_argument("--license", default=ExportOptions.license, help="the card's license identifier (default: other)")
+    p.add_argument("--evaluation", nargs="+", default=[], metavar="DIR",
+                   help="evaluate.py result folders (its --out) of this checkpoint whose tables the model card shows, "
+                        "beside those found in the run folder and runs/eval/")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds, once the export is complete")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     return p
@@ -139,10 +145,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     options = ExportOptions(dtype=args.dtype, max_shard_size=args.max_shard_size, adapter_only=args.adapter_only,
-                            license=args.license, overwrite=args.overwrite)
+                            license=args.license, evaluations=tuple(args.evaluation), overwrite=args.overwrite)
     try:
         checkpoint = export(args.model, args.out, options)
-    except (ExportError, ConfigError, CheckpointError, FolderExistsError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FolderExistsError, FileNotFoundError, ValueError) as e:  # ExportError too
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

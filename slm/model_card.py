@@ -13,6 +13,7 @@ a run did not record is said to be unrecorded, never guessed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from slm import runs
@@ -109,6 +110,9 @@ def _hyperparameters(config: dict) -> dict[str, object]:
             "optimizer": f"AdamW, lr {optim.get('lr')}, betas {optim.get('betas')}, weight decay "
                          f"{optim.get('weight_decay')}, warmup {optim.get('warmup_steps')} steps, "
                          f"{optim.get('schedule')} schedule", "precision": config.get("precision")}
+    if all(isinstance(config.get(k), int) for k in ("steps", "global_batch", "seq_len")):
+        rows["token positions seen (steps x global batch x sequence length)"] = \
+            f"{config['steps'] * config['global_batch'] * config['seq_len']:,}"
     if "neftune_alpha" in config:
         rows["NEFTune alpha"] = config["neftune_alpha"]
     if config.get("lora"):
@@ -138,17 +142,35 @@ def _stages(checkpoint: Path) -> list[str]:
     return lines
 
 
-def _evaluations(checkpoint: Path) -> list[str]:
-    """The table.md of every evaluation found for the checkpoint."""
+def evaluation_tables(checkpoint: Path, given: Sequence[str | Path] = ()) -> list[Path]:
+    """The table.md of every evaluation of the checkpoint: a sweep's (`<run>/eval/<checkpoint>/`),
+    evaluate.py's default (`runs/eval/<run>-<checkpoint>/`), and the result folders `given`
+    (evaluate.py --out, or a folder of them). A given table whose metrics.json names another
+    checkpoint is refused (ValueError), so a card never shows another model's scores."""
     run = runs.run_of(checkpoint)
     places = [Path("runs") / runs.EVAL_DIR / runs.display_name(checkpoint)]
     if run is not None:
         places.insert(0, run / runs.EVAL_DIR / checkpoint.name)
-    tables = sorted({t.resolve(): t for place in places if place.is_dir() for t in place.glob("*/table.md")}.values())
+    found = [t for place in places if place.is_dir() for t in place.glob("*/table.md")]
+    for folder in map(Path, given):
+        tables = [folder / "table.md"] if (folder / "table.md").is_file() else sorted(folder.glob("*/table.md"))
+        if not tables:
+            raise ValueError(f"--evaluation {folder}: no table.md there or in its subfolders (evaluate.py --out)")
+        for table in tables:
+            metrics = table.parent / "metrics.json"
+            model = json.loads(metrics.read_text(encoding="utf-8")).get("settings", {}).get("model") \
+                if metrics.is_file() else None
+            if model not in (None, checkpoint.name):
+                raise ValueError(f"--evaluation {table.parent}: it evaluated {model}, not {checkpoint.name}")
+        found += tables
+    return sorted({t.resolve(): t for t in found}.values())
+
+
+def _evaluations(tables: list[Path]) -> list[str]:
     lines = ["## Evaluation", ""]
     if not tables:
         return lines + ["No evaluation of this checkpoint was found (`evaluate.py` writes them to "
-                        "`runs/eval/<run>-<checkpoint>/`, a sweep to `<run>/eval/`).", ""]
+                        "`runs/eval/<run>-<checkpoint>/`, a sweep to `<run>/eval/`; `--evaluation` names others).", ""]
     for table in tables:
         lines += [f"### {table.parent.name} (`{table.parent}`)", "", table.read_text(encoding="utf-8").strip(), ""]
     return lines
@@ -170,8 +192,10 @@ def _usage(chat: bool, adapter_only: bool) -> list[str]:
             'print(tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))', "```", ""]
 
 
-def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_only: bool, license: str) -> str:
-    """README.md of the export of `checkpoint` (`model` and `tokenizer` as loaded from it)."""
+def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_only: bool, license: str,
+               evaluations: Sequence[Path] = ()) -> str:
+    """README.md of the export of `checkpoint` (`model` and `tokenizer` as loaded from it), with the
+    evaluation tables `evaluations` (evaluation_tables)."""
     run = runs.run_of(checkpoint)
     base = runs.run_config(run).get("init_from") if run is not None else None
     name = runs.display_name(checkpoint)
@@ -180,5 +204,5 @@ def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_o
              f"{' (a LoRA adapter in PEFT format)' if adapter_only else ''}. Exported from `{checkpoint}`.", ""]
     return "\n".join([_metadata(license=license, base=runs.display_name(Path(base)) if base else None,
                                 adapter_only=adapter_only), *intro, *_architecture(model),
-                      *_tokenizer(tokenizer, chat), *_stages(checkpoint), *_evaluations(checkpoint),
+                      *_tokenizer(tokenizer, chat), *_stages(checkpoint), *_evaluations(list(evaluations)),
                       "## Intended use and limitations", "", LIMITATIONS, "", *_usage(chat, adapter_only)])

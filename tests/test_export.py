@@ -141,10 +141,23 @@ def test_evaluation_reads_an_export_as_slm_with_its_tokenizer_and_chat(chat_run,
     torch.testing.assert_close(lm.model(ids).logits, original.model(ids).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run, tmp_path):
+def evaluation(folder, model, row):
+    """An evaluate.py result folder (its --out) as it leaves it: table.md, metrics.json naming the model."""
+    folder.mkdir(parents=True)
+    (folder / "table.md").write_text(f"| task | score |\n|---|---|\n{row}\n", encoding="utf-8")
+    (folder / "metrics.json").write_text(json.dumps({"settings": {"model": model}}), encoding="utf-8")
+    return folder
+
+
+def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run, tmp_path, capsys):
     out = tmp_path / "export"
-    exported(chat_run, out, "--license", "apache-2.0")
+    given = evaluation(tmp_path / "elsewhere" / "jmed", "step-0000010", "| crade | 0.12 (0.30) |")
+    exported(chat_run, out, "--license", "apache-2.0", "--evaluation", str(given))
     card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| crade | 0.12 (0.30) |" in card and "token positions seen" in card
+    other = evaluation(tmp_path / "other", "step-0000099", "| crade | 0.99 (0.99) |")  # another model's scores
+    assert main(["--model", str(chat_run), "--out", str(tmp_path / "x"), "--evaluation", str(other)]) == 2
+    assert "it evaluated step-0000099, not step-0000010" in capsys.readouterr().err and not (tmp_path / "x").exists()
     head = yaml.safe_load(card.split("---")[1])
     assert head["language"] == ["ja"] and head["license"] == "apache-2.0" and head["library_name"] == "transformers"
     assert head["pipeline_tag"] == "text-generation" and "medical" in head["tags"] and head["base_model"] == "base"

@@ -124,4 +124,4 @@ def test_tags_are_read_beside_load_conversations_and_the_counts_reported(tmp_pat
                    selection_fraction=0.2, seed=0, errors=ReadErrors())
     assert "nrner" not in data.report["after"] and {t.task for t in data.held_out_tags} == {"smdis"}
     assert data.report["selection_untrained"] == {"nrner": {NO_LABEL: 2}} and "nrner" not in data.report["selection"]
-    assert "not trained on, so its 2 held-out conversations are not judged" in describe(data.report)
+    assert "nrner: (no label) 8->0; not trained on: 2 held out, not judged" in describe(data.report)

@@ -261,8 +261,8 @@ def describe(report: dict) -> str:
         cells = [f"{label} {before.get(label, 0)}->{after.get(label, 0)}" + (f" (+{held[label]} held out)"
                                                                              if held.get(label) else "")
                  for label in sorted(set(before) | set(held))]
-        note = (f"; not trained on, so its {sum(untrained.values())} held-out conversations are not judged"
-                if untrained else "")
+        n = sum(untrained.values())
+        note = f"; not trained on: {n} held out, not judged" if n else ""
         lines.append(f"  {task}: " + ", ".join(cells) + note)
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slm import jmed, runs  # noqa: E402
+from slm.metrics import parse_list  # noqa: E402
 from slm.eval import jmed_llm  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "experiment"
@@ -193,6 +195,26 @@ def distribution(labels) -> str:
     return " ".join(f"{k} {v / total:.0%}" for k, v in sorted(counts.items())) if total else "-"
 
 
+_ITEM = re.compile(r"'([^']*)'")
+
+
+def ner_diagnosis(rows: list[dict], outputs: list[str]) -> dict:
+    """Why NER outputs fail to parse, measured on the unclosed lists too: the share that start a list,
+    whose first item is a span of the record (copied), whose first item is a gold entity, and that
+    repeat one item (a loop that never reaches "]")."""
+    started = copied = gold = looped = 0
+    for row, output in zip(rows, outputs):
+        items = _ITEM.findall(output)
+        started += output.lstrip().startswith("[")
+        if items and items[0]:
+            copied += items[0] in row["question"]
+            gold += items[0] in parse_list(row["answer"])
+        looped += len(items) >= 4 and len(set(items[1:])) == 1
+    n = max(len(rows), 1)
+    return {"list_started": started / n, "first_item_copied": copied / n, "first_item_gold": gold / n,
+            "looped": looped / n}
+
+
 def task_results(jmed_dir: Path, eval_dir: Path) -> dict:
     """Per task: the metric, its interval, accuracy, unparsed outputs, what the model answered."""
     outputs: dict[str, dict[int, str]] = {}
@@ -210,7 +232,8 @@ def task_results(jmed_dir: Path, eval_dir: Path) -> dict:
                          "accuracy": scored.get("accuracy", scored.get("exact_f1")),
                          "unparsed": len(metrics.get(task, {}).get("unparsed", [])),
                          "empty": len(metrics.get(task, {}).get("empty", [])),
-                         "answers": distribution(scored["predictions"]) if task in jmed_llm.CHOICE_TASKS else "-"}
+                         "answers": distribution(scored["predictions"]) if task in jmed_llm.CHOICE_TASKS else "-",
+                         **({} if task in jmed_llm.CHOICE_TASKS else {"ner": ner_diagnosis(rows, answered)})}
     return results
 
 
@@ -287,6 +310,14 @@ def results(args: argparse.Namespace, out: Path) -> str:
                      f"{trained.get(task, 'none')} | {chance} | {b['metric']:.3f} | [{b['low']:.3f}, {b['high']:.3f}] | "
                      f"{i['metric']:.3f} | [{i['low']:.3f}, {i['high']:.3f}] | {i['accuracy']:.2f} | {i['answers']} | "
                      f"{b['unparsed']} / {i['unparsed']} |")
+    ner = ["| task | model | parsed | list started | first item copied from the text | first item a gold entity | "
+           "one item repeated (loop) |", "|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        for name, model in models.items():
+            if "ner" in model[task]:
+                d, n = model[task]["ner"], len(jmed_llm.load_task(jmed_dir, task))
+                ner.append(f"| {task} | {name} | {1 - model[task]['unparsed'] / n:.0%} | {d['list_started']:.0%} | "
+                           f"{d['first_item_copied']:.0%} | {d['first_item_gold']:.0%} | {d['looped']:.0%} |")
     curve = learning_curve(out / tuned(args))
     reference = reference_smdis(out, jmed_dir)
     by_rows = ", ".join(f"{point['rows']:,}: {point['kappa']:.3f}" for point in reference["by_rows"])
@@ -294,7 +325,8 @@ def results(args: argparse.Namespace, out: Path) -> str:
             f"Reference on SMDIS, no language model: a character n-gram logistic regression fitted on the same "
             f"{reference['rows']:,} leak-free SMDIS training rows scores kappa {reference['kappa']:.3f} "
             f"[{reference['low']:.3f}, {reference['high']:.3f}], accuracy {reference['accuracy']:.2f}; fitted on random "
-            f"subsets, kappa by training rows: {by_rows}.", "",
+            f"subsets of those rows (as imbalanced as the pool), kappa by training rows: {by_rows}.", "",
+            "## What the NER outputs hold (unparsed ones too)", "", *ner, "",
             "## Fine-tuning's selection split over the steps (the checkpoint choice's learning curve)", "",
             "```", *(json.dumps(point, ensure_ascii=False) for point in curve), "```", ""]
     suffix = f"-{args.variant}" if args.variant else ""

@@ -105,7 +105,7 @@ def test_the_jmed_experiment_runs_end_to_end_and_writes_its_table(tmp_path):
     table = (out / "results.md").read_text(encoding="utf-8")
     for task in ("crade", "jcsts", "jmmlu_med", "mrner_disease", "mrner_medicine", "nrner", "rrtnm", "smdis"):
         assert f"| {task} |" in table
-    assert "Reference on SMDIS" in table and "kappa 0; acc 1/2" in table
+    assert "Reference on SMDIS" in table and "kappa 0; acc 1/2" in table and "| nrner | instruct |" in table
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(results["models"]) == {"base", "instruct"} and results["curve"]
     assert (out / "data" / "jmed-train.jsonl.split.md").is_file() and (out / "data" / "jmed-train-rowlevel.jsonl.split.md").is_file()

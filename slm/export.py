@@ -65,6 +65,7 @@ class ExportOptions:
     adapter_only: bool = False
     license: str = "other"  # the card's license: the data's and the base model's terms decide it
     evaluations: tuple[str, ...] = ()  # result folders (evaluate.py --out) whose tables the card shows too
+    base_model: str | None = None  # the base's Hub id: the Hub links models by it, and a local path is none
     overwrite: bool = False
 
 
@@ -112,14 +113,14 @@ def export(model: str | Path, out: str | Path, options: ExportOptions = ExportOp
         if options.adapter_only:
             base = lora_base(checkpoint)
             adapter = load_adapter(hf.load_model_folder(base, dtype=torch.float32), checkpoint)
-            save_peft_adapter(adapter, tmp, base_model=str(base))
+            save_peft_adapter(adapter, tmp, base_model=options.base_model or str(base))
         else:
             hf.export(loaded.model, tmp, DTYPES.get(options.dtype), max_shard_size=shard)
             _write_json(tmp / GENERATION_CONFIG, generation_config(loaded.tokenizer))
         save_transformers_tokenizer(loaded.tokenizer, tmp, chat_template=CHAT_TEMPLATE if chat else None,
                                     model_max_length=loaded.model.config.max_seq_len)
         card = model_card(checkpoint, loaded.model, loaded.tokenizer, chat=chat, adapter_only=options.adapter_only,
-                          license=options.license, evaluations=tables)
+                          license=options.license, base_model=options.base_model, evaluations=tables)
         atomic_write(tmp / CARD, lambda p: p.write_text(card, encoding="utf-8"))
     return checkpoint
 
@@ -137,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluation", nargs="+", default=[], metavar="DIR",
                    help="evaluate.py result folders (its --out) of this checkpoint whose tables the model card shows, "
                         "beside those found in the run folder and runs/eval/")
+    p.add_argument("--base-model", metavar="HUB_ID",
+                   help="the Hub id of the model this one was trained from, for the card's base_model (left out "
+                        "without it: a base pretrained with slm has no id until it is shared)")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds, once the export is complete")
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     return p
@@ -145,7 +149,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     options = ExportOptions(dtype=args.dtype, max_shard_size=args.max_shard_size, adapter_only=args.adapter_only,
-                            license=args.license, evaluations=tuple(args.evaluation), overwrite=args.overwrite)
+                            license=args.license, evaluations=tuple(args.evaluation), base_model=args.base_model,
+                            overwrite=args.overwrite)
     try:
         checkpoint = export(args.model, args.out, options)
     except (ConfigError, CheckpointError, FolderExistsError, FileNotFoundError, ValueError) as e:  # ExportError too

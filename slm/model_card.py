@@ -1,7 +1,7 @@
 """The model card of an export (README.md in the Hub's format), filled from what the run recorded.
 
-A metadata block (language, license, library, pipeline, tags, the base model where there is
-one), then: the architecture and parameter count; the tokenizer; each training stage that led to
+A metadata block (language, license, library, pipeline, tags, the base model's Hub id where one
+is given), then: the architecture and parameter count; the tokenizer; each training stage that led to
 the checkpoint, newest first (an instruction-tuned model names its pretraining run too): its data
 as the run recorded it (a prepared corpus's sources with documents read, kept and removed by
 each filter, tokens, decontamination; an instruction mixture's task x label counts) and its
@@ -71,6 +71,13 @@ def _table(rows: dict[str, object]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows.items())]
 
 
+def _mixture(mixture: dict | None) -> str:
+    """A pretraining mixture as a reader wants it: its settings that are set ("weights clinical 1.0")."""
+    parts = [f"{key} " + (", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+             for key, value in (mixture or {}).items() if value]
+    return "; ".join(parts) or "each source as prepared"
+
+
 def _data(run: Path, config: dict) -> list[str]:
     """What the stage trained on, as the run and its data folder recorded it."""
     if "data" in config:
@@ -79,7 +86,7 @@ def _data(run: Path, config: dict) -> list[str]:
             return [f"Prepared corpus `{config['data']}`: its {REPORT_FILE} is not there, so its sources are "
                     "unrecorded here.", ""]
         report = json.loads(report_path.read_text(encoding="utf-8"))
-        lines = [f"Prepared corpus `{config['data']}` (mixture {config.get('mixture')}):", "",
+        lines = [f"Prepared corpus `{config['data']}` (mixture: {_mixture(config.get('mixture'))}):", "",
                  "| source | read | kept | tokens | removed (by stage) |", "|---|---|---|---|---|"]
         for name, s in report.get("sources", {}).items():
             removed = ", ".join(f"{k.split(':', 1)[1]} {v:,}" for k, v in s.items() if k.startswith("removed:") and v)
@@ -193,16 +200,15 @@ def _usage(chat: bool, adapter_only: bool) -> list[str]:
 
 
 def model_card(checkpoint: Path, model: SLM, tokenizer, *, chat: bool, adapter_only: bool, license: str,
-               evaluations: Sequence[Path] = ()) -> str:
+               base_model: str | None = None, evaluations: Sequence[Path] = ()) -> str:
     """README.md of the export of `checkpoint` (`model` and `tokenizer` as loaded from it), with the
-    evaluation tables `evaluations` (evaluation_tables)."""
-    run = runs.run_of(checkpoint)
-    base = runs.run_config(run).get("init_from") if run is not None else None
+    evaluation tables `evaluations` (evaluation_tables). `base_model` is the metadata's Hub id of the
+    base; the training section names the base checkpoint whatever it is."""
     name = runs.display_name(checkpoint)
     kind = "An instruction-tuned" if chat else "A base"
     intro = [f"# {name}", "", f"{kind} Japanese medical language model trained with slm"
              f"{' (a LoRA adapter in PEFT format)' if adapter_only else ''}. Exported from `{checkpoint}`.", ""]
-    return "\n".join([_metadata(license=license, base=runs.display_name(Path(base)) if base else None,
-                                adapter_only=adapter_only), *intro, *_architecture(model),
+    return "\n".join([_metadata(license=license, base=base_model, adapter_only=adapter_only), *intro,
+                      *_architecture(model),
                       *_tokenizer(tokenizer, chat), *_stages(checkpoint), *_evaluations(list(evaluations)),
                       "## Intended use and limitations", "", LIMITATIONS, "", *_usage(chat, adapter_only)])

@@ -94,7 +94,7 @@ def test_cli_and_prediction_file_errors(data, tmp_path, capsys):
                                 ("nrner", 0, "['発熱']"), ("nrner", 1, "頭痛")]) + "\n", encoding="utf-8")
     assert main(["score", "jmed-llm", "--data", str(data), "--predictions", str(preds), "--out", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "| crade | 1.00 (1.00) |" in out and "| nrner |" in out
+    assert "| crade | kappa (accuracy) | 1.00 (1.00) |" in out and "| nrner |" in out
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["mode"] == "upstream"
     preds.write_text('{"task": "crade", "index": 9, "output": "A"}\n')
     with pytest.raises(JmedLLMError, match="has 4 rows, but predictions name index"):
@@ -167,9 +167,10 @@ def test_the_table_counts_unparsed_and_empty_outputs():
     lm = ScriptedLM({"呼吸数": "B", "インスリン": "わかりません"})  # the other rows: empty outputs
     result = registry.run(registry.task("jmed-llm", SAMPLE, {"tasks": ["jmmlu_med", "nrner"]}), lm, context=QUIET)
     lines = result.table.splitlines()
-    assert lines[0] == "| task | score | unparsed | empty |"
+    assert lines[0] == "| task | metric | score | unparsed | empty |"
     assert lines[2].startswith("| jmmlu_med | ") and lines[2].endswith(" | 3/4 | 2/4 |")
-    assert lines[3] == "| nrner | 0.00 (0.00) | 3/3 | 3/3 |"  # a zero that is nothing written, said so
+    assert lines[2].startswith("| jmmlu_med | kappa (accuracy) | ")
+    assert lines[3] == "| nrner | partial F1 (exact F1) | 0.00 (0.00) | 3/3 | 3/3 |"  # a zero that is nothing written, said so
 
 
 def test_cli_with_a_checkpoint_and_rescoring_its_predictions(slm_dir, tmp_path, capsys):

@@ -87,6 +87,8 @@ def test_the_export_loads_in_transformers_with_its_files_and_identical_logits(ch
     assert generation == {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                           "pad_token_id": tokenizer.pad_token_id, **RECOMMENDED}
     assert transformers.GenerationConfig.from_pretrained(out).top_p == RECOMMENDED["top_p"]
+    head = yaml.safe_load((out / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert "base_model" not in head  # the base is a local checkpoint, no Hub id: named in the text only
 
 
 def test_the_chat_template_gives_slms_ids_and_a_pipeline_decodes_greedily_as_slm(chat_run, tmp_path, tok):
@@ -152,7 +154,7 @@ def evaluation(folder, model, row):
 def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run, tmp_path, capsys):
     out = tmp_path / "export"
     given = evaluation(tmp_path / "elsewhere" / "jmed", "step-0000010", "| crade | 0.12 (0.30) |")
-    exported(chat_run, out, "--license", "apache-2.0", "--evaluation", str(given))
+    exported(chat_run, out, "--license", "apache-2.0", "--evaluation", str(given), "--base-model", "org/base")
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "| crade | 0.12 (0.30) |" in card and "token positions seen" in card
     other = evaluation(tmp_path / "other", "step-0000099", "| crade | 0.99 (0.99) |")  # another model's scores
@@ -160,7 +162,7 @@ def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run
     assert "it evaluated step-0000099, not step-0000010" in capsys.readouterr().err and not (tmp_path / "x").exists()
     head = yaml.safe_load(card.split("---")[1])
     assert head["language"] == ["ja"] and head["license"] == "apache-2.0" and head["library_name"] == "transformers"
-    assert head["pipeline_tag"] == "text-generation" and "medical" in head["tags"] and head["base_model"] == "base"
+    assert head["pipeline_tag"] == "text-generation" and "medical" in head["tags"] and head["base_model"] == "org/base"
     assert "Parameters:" in card and "| smdis | 0.31 (0.66) |" in card and "chosen by task" in card
     assert "not a medical device" in card and "apply_chat_template" in card
     usage = card.split("```python\n")[-1].split("```")[0]  # the card's own example runs as it is

@@ -179,14 +179,14 @@ def table(metrics: dict) -> str:
     metrics, with the rows whose output has no readable answer and those whose output is empty
     (a 0.00 of a model that wrote nothing says so). Both count the outputs as predictions.jsonl
     holds them, rows not put to the model (empty) too, so `score` gives the same table back."""
-    lines = ["| task | score | unparsed | empty |", "|---|---|---|---|"]
+    lines = ["| task | metric | score | unparsed | empty |", "|---|---|---|---|---|"]
     for task in TASKS:
         if task in metrics:
             m = metrics[task]
-            cell = f"{m['kappa']:.2f} ({m['accuracy']:.2f})" if task in CHOICE_TASKS else \
-                f"{m['partial_f1']:.2f} ({m['exact_f1']:.2f})"
+            metric, cell = ("kappa (accuracy)", f"{m['kappa']:.2f} ({m['accuracy']:.2f})") if task in CHOICE_TASKS \
+                else ("partial F1 (exact F1)", f"{m['partial_f1']:.2f} ({m['exact_f1']:.2f})")
             unread = len(m["unparsed"]) + len(m["not_answered"])  # listed apart, but no answer either
-            lines.append(f"| {task} | {cell} | {unread}/{m['rows']} | {len(m['empty'])}/{m['rows']} |")
+            lines.append(f"| {task} | {metric} | {cell} | {unread}/{m['rows']} | {len(m['empty'])}/{m['rows']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -127,6 +127,16 @@ def _hyperparameters(config: dict) -> dict[str, object]:
     return rows
 
 
+def _chosen(best: dict) -> str:
+    """How `best` was chosen, in words: ", chosen by task on the selection split: 0.019 (crade 0.000, ...)"."""
+    metric = best.get("metric", "its score")
+    value = best.get(metric)
+    per_task = best.get("per_task") or {}
+    return (f", chosen by {metric} on the selection split"
+            + (f": {value:.3f}" if isinstance(value, (int, float)) else "")
+            + (f" ({', '.join(f'{t} {v:.3f}' for t, v in per_task.items())})" if per_task else ""))
+
+
 def _stages(checkpoint: Path) -> list[str]:
     """Each training stage behind the checkpoint, following init_from back through run folders."""
     lines, seen = ["## Training", ""], set()
@@ -135,9 +145,7 @@ def _stages(checkpoint: Path) -> list[str]:
         config = runs.run_config(run)
         kind = "Instruction tuning" if "train_files" in config or "stages" in config else "Pretraining"
         best = runs.read_pointer(runs.checkpoints_dir(run), runs.BEST)
-        chosen = (f", chosen by {best.get('metric', 'its score')} on the selection split "
-                  f"({json.dumps({k: v for k, v in best.items() if k != 'checkpoint'}, ensure_ascii=False)})"
-                  if best and best.get("checkpoint") == checkpoint.name else "")
+        chosen = _chosen(best) if best and best.get("checkpoint") == checkpoint.name else ""
         lines += [f"### {kind}: run `{run.name}`, checkpoint `{checkpoint.name}`{chosen}", "", *_data(run, config),
                   *_table(_hyperparameters(config)), ""]
         if not config.get("init_from"):

@@ -163,7 +163,7 @@ def test_the_model_card_is_in_the_hubs_format_and_holds_the_runs_record(chat_run
     head = yaml.safe_load(card.split("---")[1])
     assert head["language"] == ["ja"] and head["license"] == "apache-2.0" and head["library_name"] == "transformers"
     assert head["pipeline_tag"] == "text-generation" and "medical" in head["tags"] and head["base_model"] == "org/base"
-    assert "Parameters:" in card and "| smdis | 0.31 (0.66) |" in card and "chosen by task" in card
+    assert "Parameters:" in card and "| smdis | 0.31 (0.66) |" in card and "chosen by task on the selection split: 0.420" in card
     assert "not a medical device" in card and "apply_chat_template" in card
     usage = card.split("```python\n")[-1].split("```")[0]  # the card's own example runs as it is
     exec(compile(usage, "README.md", "exec"), {"FOLDER": str(out), "print": lambda *a: None})

@@ -112,7 +112,7 @@ class ScriptedLM:
 
     def __init__(self, outputs=None, scores=None, max_length=None):
         self.outputs, self.scores, self.max_length = outputs or {}, scores or {}, max_length
-        self.generated, self.budgets = [], []
+        self.generated, self.budgets, self.penalties = [], [], []
 
     @staticmethod
     def _last_user(prompt):
@@ -127,6 +127,7 @@ class ScriptedLM:
     def generate(self, prompts, max_new_tokens=256, batch_size=8, stop_at_newline=False, **kwargs):
         self.generated += prompts
         self.budgets.append(max_new_tokens)
+        self.penalties.append(kwargs.get("repetition_penalty", 1.0))
         return [Completion(next((v for k, v in self.outputs.items() if k in self._last_user(p)), ""), True) for p in prompts]
 
     def loglik(self, requests, batch_size=8):

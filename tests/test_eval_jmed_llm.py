@@ -163,6 +163,18 @@ def test_loglik_generates_the_ner_tasks_and_says_so_once():
         Options(ner_max_new_tokens=0)
 
 
+def test_a_repetition_penalty_reaches_generation_and_is_recorded():
+    lm = ScriptedLM()
+    task = registry.task("jmed-llm", SAMPLE, {"method": "loglik", "tasks": ["smdis", "nrner"], "repetition_penalty": 1.3})
+    result = registry.run(task, lm, context=QUIET)
+    assert lm.penalties == [1.3] and result.metrics["settings"]["repetition_penalty"] == 1.3  # NER generated with it
+    assert "repetition penalty 1.3 (the official evaluator's decoding has none)" in result.table
+    official = registry.run(registry.task("jmed-llm", SAMPLE, {"tasks": ["nrner"]}), ScriptedLM(), context=QUIET)
+    assert official.metrics["settings"]["repetition_penalty"] == 1.0 and "penalty" not in official.table
+    with pytest.raises(ConfigError, match="repetition_penalty must be above 0"):
+        Options(repetition_penalty=0)
+
+
 def test_the_table_counts_unparsed_and_empty_outputs():
     lm = ScriptedLM({"呼吸数": "B", "インスリン": "わかりません"})  # the other rows: empty outputs
     result = registry.run(registry.task("jmed-llm", SAMPLE, {"tasks": ["jmmlu_med", "nrner"]}), lm, context=QUIET)

@@ -187,6 +187,10 @@ def table(metrics: dict) -> str:
                 else ("partial F1 (exact F1)", f"{m['partial_f1']:.2f} ({m['exact_f1']:.2f})")
             unread = len(m["unparsed"]) + len(m["not_answered"])  # listed apart, but no answer either
             lines.append(f"| {task} | {metric} | {cell} | {unread}/{m['rows']} | {len(m['empty'])}/{m['rows']} |")
+    penalty = metrics.get("settings", {}).get("repetition_penalty", 1.0)
+    if penalty != 1.0:  # under the table, so wherever the table goes (a model card) the decoding goes too
+        lines += ["", f"Generated answers with repetition penalty {penalty:g} (the official evaluator's decoding "
+                      "has none)."]
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +235,9 @@ class Options(Config):
     max_new_tokens: int = option(512, "new tokens of a generated answer (official: 512)")
     ner_max_new_tokens: int | None = option(None, "new tokens of a generated NER answer, a list, generated with "
                                                   "--method loglik too (default: max_new_tokens)")
+    repetition_penalty: float = option(1.0, "CTRL-style penalty on tokens already written, in generated answers "
+                                            "(official: none, 1.0); above 1 breaks a small model's loops, a "
+                                            "decoding choice to report beside the official one")
 
     def validate(self) -> None:
         if not self.tasks:
@@ -242,6 +249,8 @@ class Options(Config):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be above 0 (1: none), got {self.repetition_penalty}")
 
     def new_tokens(self, ner: bool) -> int:
         """The generation budget of a choice task's answers, or of a NER task's (its own if given)."""
@@ -279,7 +288,8 @@ def _answered(lm: LocalLM, task: str, rows: list[dict], options: Options, contex
     items = [Item(str(i), [conversation(r)],
                   [(L, L) for L in option_letters(r)] if task in CHOICE_TASKS else None) for i, r in enumerate(rows)]
     answers = answer_items(lm, items, method=options.method, max_new_tokens=options.new_tokens(ner=task in NER_TASKS),
-                           batch_size=context.batch_size, progress=context.progress)
+                           batch_size=context.batch_size, progress=context.progress,
+                           repetition_penalty=options.repetition_penalty)
     answered = {"outputs": [answers[str(i)].output for i in range(len(rows))],
                 "not_answered": [i for i in range(len(rows)) if answers[str(i)].error]}
     if context.partial is not None:
@@ -297,7 +307,7 @@ def headline(metrics: dict) -> dict[str, float]:
 def run(lm: LocalLM, tasks: dict[str, list[dict]], options: Options, context: Context) -> Result:
     results, outputs, errors = evaluate(lm, tasks, options, context)
     settings = {"model": lm.name, "chat": lm.chat, "method": options.method, "max_new_tokens": options.max_new_tokens,
-                "ner_max_new_tokens": options.new_tokens(ner=True)}
+                "ner_max_new_tokens": options.new_tokens(ner=True), "repetition_penalty": options.repetition_penalty}
     methods = {task: method_used(options.method, rankable=task in CHOICE_TASKS, why=NER_ANSWERS) for task in results}
     rows, metrics = report(results, outputs, options.mode, settings=settings, errors=errors, methods=methods)
     other = [task for task in results if methods[task] != options.method]  # said once, not per task

@@ -1,6 +1,7 @@
 """The GPU benchmarks also run on CPU (the same scripts on both machines), on the tiny preset."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,6 @@ def jmed_layout(root: Path, rows_per_pool: int = 24) -> Path:
     new short texts (so that the leak-free split keeps them), both labels of every choice task."""
     import csv
     import random
-    import re
     import shutil
 
     datasets = root / "datasets"
@@ -111,3 +111,7 @@ def test_the_jmed_experiment_runs_end_to_end_and_writes_its_table(tmp_path):
     assert (out / "data" / "jmed-train.jsonl.split.md").is_file() and (out / "data" / "jmed-train-rowlevel.jsonl.split.md").is_file()
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)  # a rerun skips what is complete
     assert again.returncode == 0 and again.stdout.count("done already, skipped") >= 6
+    intervals = subprocess.run([sys.executable, str(BENCH / "jmed_intervals.py"), "--data", str(tmp_path / "datasets"),
+                                str(out / "eval" / "instruct")], capture_output=True, text=True, timeout=300)
+    assert intervals.returncode == 0, intervals.stderr[-2000:]
+    assert "repetition_penalty 1.0" in intervals.stdout and re.search(r"  nrner: \S+ \[\S+, \S+\]", intervals.stdout)

@@ -23,16 +23,18 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="JMED-LLM's datasets/ folder the results were computed on")
     p.add_argument("results", nargs="+", help="evaluate.py jmed-llm --out folders (predictions.jsonl, metrics.json)")
     args = p.parse_args(argv)
+    tasks: dict[str, list[dict]] = {}  # each task's rows read once, whatever the folders
     for folder in map(Path, args.results):
-        outputs = jmed_llm.load_predictions(folder / "predictions.jsonl", args.data)
+        found = jmed_llm.read_outputs(folder / "predictions.jsonl")
+        for task in found.keys() - tasks.keys():
+            tasks[task] = jmed_llm.load_task(args.data, task)
+        outputs = jmed_llm.align_outputs(folder / "predictions.jsonl", found, tasks)
         settings = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("settings", {})
         print(f"{folder} ({', '.join(f'{k} {v}' for k, v in settings.items())})")
-        for task in jmed_llm.TASKS:
-            if task in outputs:
-                rows = jmed_llm.load_task(args.data, task)
-                low, high = interval(task, rows, outputs[task])
-                print(f"  {task}: {headline(task, jmed_llm.score_task(task, rows, outputs[task])):.3f} "
-                      f"[{low:.3f}, {high:.3f}]")
+        for task in (t for t in jmed_llm.TASKS if t in found):
+            low, high = interval(task, tasks[task], outputs[task])
+            print(f"  {task}: {headline(task, jmed_llm.score_task(task, tasks[task], outputs[task])):.3f} "
+                  f"[{low:.3f}, {high:.3f}]")
     return 0
 
 
